@@ -1,0 +1,169 @@
+"""One typed settings object for the whole product.
+
+Sources, highest priority first: keyword arguments, environment variables
+(``NEWSMON_`` prefix, ``__`` for nesting, e.g. ``NEWSMON_HTTP__TOTAL_TIMEOUT=20``),
+a TOML config file (``$NEWSMON_CONFIG`` or ``./newsmon.toml``), then the defaults
+below. Secrets (SMTP password) come only from the environment or an Airflow
+connection, never from a file in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = PACKAGE_DIR / "data"
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("NEWSMON_HOME", Path.cwd() / "var"))
+
+
+class HttpSettings(BaseModel):
+    """Limits for every outbound request (feeds and article pages)."""
+
+    user_agent: str = (
+        "newsmon/0.1 (+https://github.com/newsmon/newsmon; news monitoring for US-Pakistan-India relations)"
+    )
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    # Wall-clock cap for one response, including a server that drips bytes.
+    total_timeout: float = 45.0
+    max_feed_bytes: int = 10 * 1024 * 1024
+    max_page_bytes: int = 5 * 1024 * 1024
+    max_redirects: int = 5
+    max_concurrency: int = 16
+    per_host_concurrency: int = 2
+    retries: int = 2
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    # Retry-After above this is not waited for inside a run; the feed is retried later.
+    max_retry_after: float = 120.0
+    # Outbound fetches refuse loopback, private and link-local addresses unless this is on.
+    allow_private_addresses: bool = False
+
+
+class IngestSettings(BaseModel):
+    schedule: str = "*/30 * * * *"
+    # Minimum minutes between two fetches of one healthy feed.
+    feed_interval_minutes: int = 30
+    # Failing feeds back off exponentially up to this cap.
+    max_backoff_hours: float = 24.0
+    # A feed quiet for longer is flagged in the monitor.
+    quiet_after_hours: float = 72.0
+    # Cap on entries taken from one feed in one pass (newest first).
+    max_entries_per_feed: int = 200
+    # Entries older than this are recorded but not extracted.
+    max_entry_age_days: int = 30
+    extract_workers: int = 0  # 0 = one per CPU
+    batch_size: int = 50
+
+
+class DedupeSettings(BaseModel):
+    """Thresholds; docs/dedupe.md records the measurement behind each value."""
+
+    shingle_size: int = 5
+    num_perm: int = 128
+    lsh_bands: int = 32
+    near_duplicate_threshold: float = 0.5
+    story_threshold: float = 0.3
+    story_window_hours: float = 96.0
+
+
+class ClassifySettings(BaseModel):
+    threshold: float = 0.5
+    # Watch profile: extra include/exclude terms and threshold override, a TOML file.
+    profile_file: Path | None = None
+
+
+class SmtpSettings(BaseModel):
+    host: str = "localhost"
+    port: int = 25
+    security: Literal["none", "starttls", "ssl"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = 30.0
+
+
+class DigestSettings(BaseModel):
+    schedule: str = "0 7 * * *"
+    timezone: str = "UTC"
+    recipients: list[str] = Field(default_factory=lambda: ["desk@example.org"])
+    sender: str = "News Monitor <newsmon@localhost>"
+    # outbox: write .eml/.html files; smtp: deliver through settings.smtp.
+    transport: Literal["outbox", "smtp"] = "outbox"
+    outbox_dir: Path | None = None
+    on_empty: Literal["skip", "send"] = "skip"
+    max_stories: int = 60
+    subject_prefix: str = "US–Pakistan–India"
+    alerts_enabled: bool = False
+    alert_min_score: float = 0.85
+    alert_min_outlets: int = 3
+    alert_max_per_day: int = 3
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSMON_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None
+    feeds_file: Path = DATA_DIR / "feeds.toml"
+    # Demo mode: the bundled sample feeds served from loopback (no internet needed).
+    demo: bool = False
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = os.environ.get("NEWSMON_CONFIG", "newsmon.toml")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(config).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'newsmon.db'}"
+
+    @property
+    def outbox(self) -> Path:
+        return self.digest.outbox_dir or self.home / "outbox"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
