@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -24,6 +25,21 @@ from pydantic_settings import (
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PACKAGE_DIR / "data"
+
+
+def _address_list(v: object) -> object:
+    """``a@x.org, b@y.org`` or a JSON list, as an environment variable gives it."""
+    if isinstance(v, str):
+        if v.lstrip().startswith("["):
+            import json
+
+            return json.loads(v)
+        return [p.strip() for p in v.split(",") if p.strip()]
+    return v
+
+
+# NoDecode: the environment source would otherwise insist on JSON for a list.
+AddressList = Annotated[list[str], NoDecode]
 
 
 def _default_home() -> Path:
@@ -99,7 +115,7 @@ class SmtpSettings(BaseModel):
 class DigestSettings(BaseModel):
     schedule: str = "0 7 * * *"
     timezone: str = "UTC"
-    recipients: list[str] = Field(default_factory=lambda: ["desk@example.org"])
+    recipients: AddressList = Field(default_factory=lambda: ["desk@example.org"])
     sender: str = "News Monitor <newsmon@localhost>"
     # outbox: write .eml/.html files; smtp: deliver through settings.smtp.
     transport: Literal["outbox", "smtp"] = "outbox"
@@ -115,9 +131,25 @@ class DigestSettings(BaseModel):
     @field_validator("recipients", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
-        return v
+        return _address_list(v)
+
+
+class AirflowSettings(BaseModel):
+    """How the Airflow DAGs run the stages (ignored outside Airflow)."""
+
+    # Feeds per mapped fetch task; raised automatically to stay under [core] max_map_length.
+    fetch_batch_size: int = 25
+    # Airflow pool that caps concurrent outbound HTTP fetch tasks.
+    http_pool: str = "newsmon_http"
+    # Airflow connection used to deliver digests; absent → the digest.transport setting.
+    smtp_conn_id: str = "smtp_default"
+    # Who is emailed when a task fails (through smtp_conn_id); empty = no failure emails.
+    failure_recipients: AddressList = Field(default_factory=list)
+
+    @field_validator("failure_recipients", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        return _address_list(v)
 
 
 class Settings(BaseSettings):
@@ -132,12 +164,14 @@ class Settings(BaseSettings):
     feeds_file: Path = DATA_DIR / "feeds.toml"
     # Demo mode: the bundled sample feeds served from loopback (no internet needed).
     demo: bool = False
+    demo_port: int = 8765
     http: HttpSettings = Field(default_factory=HttpSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings)
     classify: ClassifySettings = Field(default_factory=ClassifySettings)
     digest: DigestSettings = Field(default_factory=DigestSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -156,7 +190,9 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home / 'newsmon.db'}"
+        # The demo keeps its own store so it never mixes sample articles into real ones.
+        name = "demo.db" if self.demo else "newsmon.db"
+        return self.database_url or f"sqlite:///{self.home / name}"
 
     @property
     def outbox(self) -> Path:

@@ -1,0 +1,1 @@
+"""Quality measurements on labelled data sets (run as ``python -m eval.<name>``)."""
