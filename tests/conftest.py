@@ -132,6 +132,15 @@ class Response:
 Route = Response | Callable[[BaseHTTPRequestHandler], Response]
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        # Clients that hang up mid-response (size caps, timeouts) are expected here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """A real HTTP server on 127.0.0.1 with a mutable route table.
 
@@ -176,7 +185,7 @@ class LoopbackServer:
 
             do_HEAD = do_GET
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
