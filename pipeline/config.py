@@ -84,6 +84,16 @@ class IngestSettings(BaseModel):
     max_entry_age_days: int = 30
     extract_workers: int = 0  # 0 = one per CPU
     batch_size: int = 50
+    # Wall-clock limit for extracting one page; a page over it fails alone (its worker is replaced).
+    extract_timeout: float = 30.0
+    # Address-space cap per extraction worker in MiB (0 = none): a pathological page
+    # fails with MemoryError instead of exhausting the host.
+    extract_memory_mb: int = 2048
+    # Page text shorter than this (words) counts as "yields little": the feed's
+    # own text is used instead when it is longer.
+    min_article_words: int = 50
+    # An entry whose page and feed text failed this many passes is failed for good.
+    max_extract_attempts: int = 3
 
 
 class DedupeSettings(BaseModel):
@@ -93,8 +103,20 @@ class DedupeSettings(BaseModel):
     num_perm: int = 128
     lsh_bands: int = 32
     near_duplicate_threshold: float = 0.5
+    # A shorter text this much contained in a longer one is a copy of it (trimmed syndication).
+    containment_threshold: float = 0.8
+    # ...but only when the shorter text has this many shingles (a shared paragraph is not a copy).
+    min_containment_shingles: int = 40
+    # Copies are recognised this far apart in time (exact text: always).
+    duplicate_window_days: float = 30.0
     story_threshold: float = 0.3
     story_window_hours: float = 96.0
+    # Postings read per key inside the window (most recent first); a key that fills them weighs least.
+    max_key_postings: int = 16
+    # Candidate articles scored in full per new article.
+    max_candidates: int = 12
+    # Stored articles (most recent) whose terms give the document frequencies.
+    df_sample_size: int = 2000
 
 
 class ClassifySettings(BaseModel):
@@ -127,6 +149,17 @@ class DigestSettings(BaseModel):
     alert_min_score: float = 0.85
     alert_min_outlets: int = 3
     alert_max_per_day: int = 3
+    # Only stories first seen this recently can trigger an alert.
+    alert_window_hours: float = 24.0
+    # The first digest ever covers this many hours; later ones start where the last delivered ended.
+    initial_lookback_hours: float = 24.0
+    # Stories and members stored this long before a period's start still count as new in it when
+    # no delivered digest showed them: an ingest transaction that committed after the previous
+    # digest was built must not be lost.
+    late_arrival_grace_minutes: float = 60.0
+    # A digest left "sending" longer than this belongs to a run that died mid-send; the next run
+    # resends the same message (same Message-ID). Must exceed the longest SMTP conversation.
+    send_lease_seconds: float = 300.0
 
     @field_validator("recipients", mode="before")
     @classmethod
@@ -145,6 +178,10 @@ class AirflowSettings(BaseModel):
     smtp_conn_id: str = "smtp_default"
     # Who is emailed when a task fails (through smtp_conn_id); empty = no failure emails.
     failure_recipients: AddressList = Field(default_factory=list)
+    # Task retries; the delay doubles after each try, up to max_retry_delay_seconds.
+    task_retries: int = 2
+    retry_delay_seconds: float = 30.0
+    max_retry_delay_seconds: float = 600.0
 
     @field_validator("failure_recipients", mode="before")
     @classmethod
