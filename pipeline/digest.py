@@ -772,6 +772,8 @@ def render(plan: DigestPlan) -> tuple[str, str, str]:
     ctx = {
         "plan": plan,
         "tz": plan.timezone,
+        # Dates in another year than the digest's show their year.
+        "ref_year": _local(plan.period_end, plan.timezone).year,
         "subject": subject_for(plan),
         "date_label": _date_label(plan.period_start, plan.period_end, plan.timezone),
         "period_label": period_label(plan.period_start, plan.period_end, plan.timezone),
@@ -802,7 +804,7 @@ def render_alert(item: DigestItem, *, title: str, tz: str) -> tuple[str, str, st
     """``(subject, text, html)`` of an alert about one story."""
     env = _env()
     subject = mail.sanitize_header(f"{title} alert: {item.headline}", 160)
-    ctx = {"item": item, "tz": tz, "subject": subject, "title": title}
+    ctx = {"item": item, "tz": tz, "subject": subject, "title": title, "ref_year": _local(item.first_seen or datetime.now(timezone.utc), tz).year}
     return subject, env.get_template("alert.txt.j2").render(ctx), env.get_template("alert.html.j2").render(ctx)
 
 
