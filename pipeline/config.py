@@ -107,10 +107,13 @@ class DedupeSettings(BaseModel):
     containment_threshold: float = 0.8
     # ...but only when the shorter text has this many shingles (a shared paragraph is not a copy).
     min_containment_shingles: int = 40
-    # Copies are recognised this far apart in time (exact text: always).
+    # Copies, exact or near, are recognised this far apart in time.
     duplicate_window_days: float = 30.0
-    story_threshold: float = 0.3
+    story_threshold: float = 0.35
     story_window_hours: float = 96.0
+    # Added to a candidate's score when it was published close in time, fading to 0 at time_bonus_hours.
+    time_bonus: float = 0.1
+    time_bonus_hours: float = 24.0
     # Postings read per key inside the window (most recent first); a key that fills them weighs least.
     max_key_postings: int = 16
     # Candidate articles scored in full per new article.
