@@ -50,7 +50,7 @@ class HttpSettings(BaseModel):
     """Limits for every outbound request (feeds and article pages)."""
 
     user_agent: str = (
-        "newsmon/0.1 (+https://github.com/newsmon/newsmon; news monitoring for US-Pakistan-India relations)"
+        "newsmon/0.1 (news monitoring bot for US-Pakistan-India relations; operators: add a contact URL here)"
     )
     connect_timeout: float = 10.0
     read_timeout: float = 20.0
@@ -192,6 +192,20 @@ class AirflowSettings(BaseModel):
         return _address_list(v)
 
 
+class _TomlWithoutSecrets(TomlConfigSettingsSource):
+    """The TOML config file, which must not hold secrets (files get committed and backed up)."""
+
+    def _read_file(self, file_path):  # noqa: ANN001, ANN202
+        data = super()._read_file(file_path)
+        smtp = data.get("smtp")
+        if isinstance(smtp, dict) and smtp.get("password") is not None:
+            raise ValueError(
+                f"{file_path}: smtp.password must not be in a file; set NEWSMON_SMTP__PASSWORD "
+                "(or use the Airflow SMTP connection)"
+            )
+        return data
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="NEWSMON_",
@@ -225,7 +239,7 @@ class Settings(BaseSettings):
         config = os.environ.get("NEWSMON_CONFIG", "newsmon.toml")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if Path(config).is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+            sources.append(_TomlWithoutSecrets(settings_cls, toml_file=config))
         return tuple(sources)
 
     @property
