@@ -261,3 +261,10 @@ def smtp_server() -> Iterator[SMTPSink]:
 @pytest.fixture
 def free_port() -> int:
     return _free_port()
+
+
+# ---------------------------------------------------------------- the real Airflow (shared by its test modules)
+
+# Registered here, once, so that the session-scoped Airflow home, API server and ingest
+# run are shared by test_airflow_e2e.py and test_plugin.py instead of built per module.
+from airflow_harness import airflow_home, api_server, ingested, newsmon  # noqa: E402, F401
