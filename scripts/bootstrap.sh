@@ -13,7 +13,8 @@ fi
 stamp=".venv/.installed-$(cat requirements.txt "$req" | sha256sum | cut -c1-16)-$(basename "$req")"
 if [ ! -f "$stamp" ]; then
   echo "==> installing $req (first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r "$req"
+  # The filter drops pip's notes about absent local package folders, not errors.
+  .venv/bin/python -m pip install --quiet --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
+  .venv/bin/python -m pip install --quiet -r "$req" 2> >(grep -v "is ignored: it is neither" >&2)
   touch "$stamp"
 fi

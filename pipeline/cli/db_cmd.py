@@ -37,7 +37,13 @@ def _init(args: argparse.Namespace) -> int:
 
     settings = _common.settings()
     store = _common.open_store()
-    specs = feeds.load_feed_list(settings.feeds_file)
+    if settings.demo:
+        # The demo store holds only the sample feeds, so Airflow's scheduled runs fetch those.
+        from pipeline import demo
+
+        specs, source = demo.load_site(f"http://127.0.0.1:{settings.demo_port}").feeds, "the demo site"
+    else:
+        specs, source = feeds.load_feed_list(settings.feeds_file), str(settings.feeds_file)
     added = feeds.sync_feeds(store, specs)
-    print(f"store ready ({store.engine.url.render_as_string(hide_password=True)}); {added} new feeds from {settings.feeds_file}")
+    print(f"store ready ({store.engine.url.render_as_string(hide_password=True)}); {added} new feeds from {source}")
     return 0
