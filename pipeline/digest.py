@@ -109,7 +109,9 @@ class DeliveryFailed(Exception):
 # ---------------------------------------------------------------- small text helpers
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
+# Unicode category Cc, and the bidi embedding/override/isolate controls: a headline
+# carrying U+202E would be shown reversed (text that reads differently from what it says).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def _one_line(value: str | None, max_chars: int = MAX_TITLE_CHARS) -> str:

@@ -1213,4 +1213,7 @@ def _run_jobs(
         if buffer:
             yield buffer
     finally:
-        tp.shutdown(wait=not pending, cancel_futures=True)
+        # Jobs not started are dropped; running ones finish (each is bounded by the fetch
+        # and extraction timeouts): the caller closes the fetcher and the pool next, and a
+        # job still using them would fail with a misleading error.
+        tp.shutdown(wait=True, cancel_futures=True)

@@ -411,8 +411,50 @@ def _entry(e: dict, base: str, now: datetime) -> Entry | None:
     )
 
 
+# feedparser's lenient parser expands a DTD-declared entity at every reference with
+# no limit, so a few hundred kilobytes of "&a;&a;..." naming one long entity become
+# gigabytes (the "quadratic blowup"). When the declared entities of a feed would
+# expand past this many characters, its declarations are dropped before parsing.
+MAX_ENTITY_EXPANSION = 1 << 20
+MAX_ENTITY_DECLS = 64
+_ENTITY_DECL = re.compile(rb"<!ENTITY\b[^>]*>?")
+# Name and quoted value; wider than what feedparser accepts, so the estimate is an upper bound.
+_ENTITY_VALUE = re.compile(rb"<!ENTITY\s+([^\s%>]+)\s+(?:\"([^\"]*)\"|'([^']*)')")
+_FIRST_ELEMENT = re.compile(rb"<\w")  # how feedparser finds the end of the prolog
+_WIDE_ENTITY_DECLS = tuple("<!ENTITY".encode(c) for c in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
+
+
+def _defuse_entities(content: bytes) -> bytes:
+    """``content``, without its entity declarations when they would expand past
+    :data:`MAX_ENTITY_EXPANSION` characters (references then stay as written).
+
+    Raises ``ValueError`` for a UTF-16/32 document that declares entities (its
+    prolog cannot be read byte-wise; no real feed does this).
+    """
+    m = _FIRST_ELEMENT.search(content)
+    end = m.start() if m else len(content)
+    head = content[:end]
+    if b"<!ENTITY" in head:
+        decls = _ENTITY_VALUE.findall(head)
+        # Many declarations are not counted one by one (each count reads the whole feed).
+        if len(decls) > MAX_ENTITY_DECLS or sum(
+            len(v1 or v2) * content.count(b"&" + name + b";") for name, v1, v2 in decls
+        ) > MAX_ENTITY_EXPANSION:
+            head = _ENTITY_DECL.sub(b"", head)
+            if b"<!ENTITY" in head:  # halves joined into a new declaration: built to get through
+                raise ValueError("the feed's entity declarations are malformed; refused")
+            content = head + content[end:]
+    if b"\x00" in content[:4096] and any(d in content for d in _WIDE_ENTITY_DECLS):
+        raise ValueError("the feed declares XML entities in a UTF-16/UTF-32 document; refused")
+    return content
+
+
 def run_feedparser(content: bytes, headers: dict | None, url: str) -> tuple[feedparser.FeedParserDict, str]:
-    """feedparser's raw result for fetched bytes, and the base URL used for relative links."""
+    """feedparser's raw result for fetched bytes, and the base URL used for relative links.
+
+    Entity declarations that would expand too far are dropped first (see :func:`_defuse_entities`).
+    """
+    content = _defuse_entities(content)
     given = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
     # Only the headers that describe the document: the body is already decoded.
     hdrs = {k: given[k] for k in ("content-type", "content-language") if given.get(k)}
@@ -586,8 +628,13 @@ def _entry_rows(
             canonical = canonical_url(e.link)
             if len(canonical) > 2048:
                 raise InvalidURL("link longer than 2048 characters")
+            # The key drops credentials, but the fetcher refuses the link (and the
+            # article would carry them): such an entry is not queued.
+            check_url(e.link)
         except InvalidURL as exc:
             canonical, status, error = "", "skipped", f"no usable link: {exc}"
+        except FetchError as exc:
+            canonical, status, error = "", "skipped", f"no usable link: {exc.message}"
         if status == "pending" and e.published is not None and e.published < oldest:
             status, error = "skipped", f"older than {settings.ingest.max_entry_age_days} days"
         rows[key] = {

@@ -126,6 +126,8 @@ class Article(Base):
         Index("ix_articles_published_at", "published_at"),
         Index("ix_articles_fetched_at", "fetched_at"),
         Index("ix_articles_story_pending", "story_id", "id"),
+        # Same-article lookup by feed GUID (dedupe); hash on PostgreSQL: GUIDs are unbounded text.
+        Index("ix_articles_guid", "guid", postgresql_using="hash"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
