@@ -49,6 +49,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from bench import stores
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "dedupe_scaling.json"
 CACHE = ROOT / "bench" / ".cache"
@@ -323,19 +325,6 @@ def store_bytes(url: str) -> int:
     return size
 
 
-def pg_unavailable() -> str | None:
-    import socket
-
-    from sqlalchemy.engine import make_url
-
-    u = make_url(PG_ADMIN_URL)
-    try:
-        with socket.create_connection((u.host or "127.0.0.1", u.port or 5432), timeout=1):
-            return None
-    except OSError as exc:
-        return f"PostgreSQL not reachable at {u.host}:{u.port or 5432} ({exc})"
-
-
 def _load_labelled():
     from pipeline import text as T
 
@@ -496,8 +485,8 @@ def run(sizes: list[int], backends: list[str], repeat: int, log=print) -> dict:
         "runs": [],
     }
     for backend in backends:
-        if backend == "postgresql" and pg_unavailable():
-            log(f"postgresql skipped: {pg_unavailable()}")
+        if backend == "postgresql" and stores.pg_available():
+            log(f"postgresql skipped: {stores.pg_available()}")
             continue
         for n in sizes:
             log(f"{backend} {n:,}: building")

@@ -118,13 +118,7 @@ def _one_line(value: str | None, max_chars: int = MAX_TITLE_CHARS) -> str:
     """Printable single-line text: control characters and line breaks become spaces."""
     if not value:
         return ""
-    s = " ".join(_CONTROL.sub(" ", value).split())
-    if len(s) > max_chars:
-        cut = s[: max_chars - 1]
-        if " " in cut[max_chars // 2 :]:
-            cut = cut[: cut.rfind(" ")]
-        s = cut.rstrip(" ,;:-–—") + "…"
-    return s
+    return mail.shorten(" ".join(_CONTROL.sub(" ", value).split()), max_chars)
 
 
 def _safe_url(url: str | None) -> str:

@@ -106,13 +106,17 @@ def sanitize_header(value: str, max_chars: int = MAX_HEADER_CHARS) -> str:
     """
     value = _LINE_BREAKS.sub(" ", str(value))
     value = "".join(_header_char(c) for c in value)
-    value = " ".join(value.split())
-    if len(value) > max_chars:
-        cut = value[: max_chars - 1]
-        if " " in cut[max_chars // 2 :]:
-            cut = cut[: cut.rfind(" ")]
-        value = cut.rstrip(" ,;:-–—") + "…"
-    return value
+    return shorten(" ".join(value.split()), max_chars)
+
+
+def shorten(value: str, max_chars: int) -> str:
+    """``value`` cut to ``max_chars`` at a word boundary where one is near, with an ellipsis."""
+    if len(value) <= max_chars:
+        return value
+    cut = value[: max_chars - 1]
+    if " " in cut[max_chars // 2 :]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:-–—") + "…"
 
 
 def _header_char(c: str) -> str:
