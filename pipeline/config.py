@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -39,7 +39,7 @@ def _address_list(v: object) -> object:
 
 
 # NoDecode: the environment source would otherwise insist on JSON for a list.
-AddressList = Annotated[list[str], NoDecode]
+AddressList = Annotated[list[str], NoDecode, BeforeValidator(_address_list)]
 
 
 def _default_home() -> Path:
@@ -164,12 +164,6 @@ class DigestSettings(BaseModel):
     # resends the same message (same Message-ID). Must exceed the longest SMTP conversation.
     send_lease_seconds: float = 300.0
 
-    @field_validator("recipients", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        return _address_list(v)
-
-
 class AirflowSettings(BaseModel):
     """How the Airflow DAGs run the stages (ignored outside Airflow)."""
 
@@ -185,12 +179,6 @@ class AirflowSettings(BaseModel):
     task_retries: int = 2
     retry_delay_seconds: float = 30.0
     max_retry_delay_seconds: float = 600.0
-
-    @field_validator("failure_recipients", mode="before")
-    @classmethod
-    def _split(cls, v: object) -> object:
-        return _address_list(v)
-
 
 class _TomlWithoutSecrets(TomlConfigSettingsSource):
     """The TOML config file, which must not hold secrets (files get committed and backed up)."""
