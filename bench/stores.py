@@ -524,26 +524,24 @@ def _pg_databases(prefix: str) -> list[str]:
         eng.dispose()
 
 
-def _pg_drop(name: str) -> None:
+def _pg_admin_execute(statement: str) -> None:
+    """Run one statement on the admin connection (database DDL cannot be parameterised)."""
     from sqlalchemy import text
 
     eng = _pg_admin()
     try:
         with eng.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            c.execute(text(statement))
     finally:
         eng.dispose()
+
+
+def _pg_drop(name: str) -> None:
+    _pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _pg_create(name: str) -> None:
-    from sqlalchemy import text
-
-    eng = _pg_admin()
-    try:
-        with eng.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        eng.dispose()
+    _pg_admin_execute(f'CREATE DATABASE "{name}"')
 
 
 def _manifest_path(backend: str, n: int) -> Path:
