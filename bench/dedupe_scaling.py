@@ -401,10 +401,8 @@ def _check(store, settings, probe, at):
         d = dedupe.decide(f, at, index, df, cfg, bands)
         t1, c1 = clock(), time.process_time()
         # The candidate queries on their own (SQL share).
-        index.by_hash(f.content_hash, None)
-        index.band_candidates(bands)
         lo, hi = dedupe._window(at, cfg.story_window_hours)
-        index.key_postings(f.lookup_keys(df), lo, hi, cfg.max_key_postings)
+        index.lookup(f.content_hash, bands, f.lookup_keys(df), lo, hi, cfg.max_key_postings)
         t2 = clock()
     return d, t1 - t0, t2 - t1, c1 - c0
 

@@ -96,7 +96,8 @@ def populate(store: Store, *, articles: int, period_stories: int, seed: int = 7)
             arts.append(dict(id=aid, canonical_url=f"https://o{aid % 40}.example/a/{aid}", url=f"https://o{aid % 40}.example/a/{aid}",
                              title=f"Story {sid}: talks on {topic} ({outlet})", text=_body(rng, topic) if k == 0 else "",
                              outlet=outlet, country=country, published_at=at - timedelta(minutes=5), fetched_at=at,
-                             clustered_at=at, story_id=sid, extraction_status="ok", word_count=80))
+                             clustered_at=at, story_id=sid, extraction_status="ok", word_count=80,
+                             classified_version="bench"))
             cls.append(dict(article_id=aid, version="bench", score=0.9 if relevant else 0.1, relevant=relevant,
                             dyads=dyads, topics=[topic] if relevant else [], evidence=[], classified_at=at))
             members.append(aid)
@@ -133,7 +134,7 @@ def populate(store: Store, *, articles: int, period_stories: int, seed: int = 7)
         arts.append(dict(id=aid, canonical_url=f"https://o{aid % 40}.example/a/{aid}", url=f"https://o{aid % 40}.example/a/{aid}",
                          title=f"Story {sid}: follow-up ({outlet})", text=_body(rng, "follow-up"), outlet=outlet,
                          country=country, published_at=at, fetched_at=at, clustered_at=at, story_id=sid,
-                         extraction_status="ok", word_count=80))
+                         extraction_status="ok", word_count=80, classified_version="bench"))
         cls.append(dict(article_id=aid, version="bench", score=0.9, relevant=True, dyads=["US-PK"], topics=["aid"],
                         evidence=[], classified_at=at))
         stories[sid - 1]["updated_at"] = at

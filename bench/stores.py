@@ -156,7 +156,7 @@ COLUMNS = {
     "articles": ("id", "canonical_url", "url", "feed_id", "guid", "title", "text", "summary", "author", "site",
                  "outlet", "country", "language", "published_at", "published_source", "fetched_at",
                  "extraction_status", "extraction_error", "content_hash", "word_count", "story_id",
-                 "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at"),
+                 "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at", "classified_version"),
     "article_urls": ("id", "url", "article_id"),
     "entries": ("id", "feed_id", "guid_key", "guid", "link", "canonical_link", "title", "summary", "content",
                 "author", "published_at", "discovered_at", "status", "attempts", "error", "article_id", "run_id"),
@@ -237,7 +237,7 @@ def _rows(n: int, anchor: datetime, classifier_version: str, rng: random.Random,
                     "Staff reporter", site, f"Background outlet {feed}", "PK", "en", at_s, "feed", fetched_s, "ok",
                     null, hashlib.blake2b(str(aid).encode(), digest_size=32).hexdigest(), 60, story_id,
                     N(dup), "near-duplicate" if dup else ("story" if j else "new"),
-                    0.9 if dup else (0.4 if j else 0.0), clustered_s,
+                    0.9 if dup else (0.4 if j else 0.0), clustered_s, classifier_version,
                 ))
                 url_id += 1
                 urls.append((url_id, url, aid))
@@ -731,6 +731,14 @@ def reset(store, m: Manifest, classifier_version: str | None = None) -> None:
             ph = "?" if store.dialect == "sqlite" else "%s"
             cur.execute(f"UPDATE classifications SET version = {ph} WHERE version <> {ph}",
                         (classifier_version, classifier_version))
+            # The articles' mirror of those versions (the pending queue), as index ranges:
+            # nothing to read when the background is already current.
+            cur.execute(
+                f"UPDATE articles SET classified_version = {ph} WHERE classified_version < {ph} "
+                f"OR classified_version > {ph} OR (classified_version IS NULL AND EXISTS "
+                f"(SELECT 1 FROM classifications c WHERE c.article_id = articles.id))",
+                (classifier_version, classifier_version, classifier_version),
+            )
         if store.dialect == "sqlite":
             cur.execute("COMMIT")
             cur.execute("PRAGMA foreign_keys=ON")

@@ -40,7 +40,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import column, func, or_, select, text, union_all, update
 
 from pipeline.config import DATA_DIR, Settings
 from pipeline.store import Article, Classification as ClassificationRow, Store, utcnow
@@ -909,6 +909,49 @@ def classify(title: str, text: str, *, settings: Settings | None = None) -> Clas
 # ---------------------------------------------------------------- store stages
 
 
+def _pending(version: str):
+    """Articles without a decision of ``version``: never classified, or by another version.
+
+    Index ranges on ``articles.classified_version``; ``!=`` could only be checked row by row.
+    """
+    v = Article.classified_version
+    return or_(v.is_(None), v < version, v > version)
+
+
+def _stale_versions(session, version: str) -> list[str]:
+    """The classifier versions other than ``version`` on stored articles, one index probe each."""
+    col = Article.classified_version
+    found, w = [], session.scalar(select(func.min(col)))
+    while w is not None:
+        if w != version:
+            found.append(w)
+        w = session.scalar(select(func.min(col)).where(col > w))
+    return found
+
+
+def _pending_ids(session, version: str, after: int, limit: int) -> list[int]:
+    """The first ``limit`` pending ids above ``after``, in id order.
+
+    One branch per value of ``classified_version`` that is pending (NULL, then each stale
+    version), each read from the index in id order and cut at ``limit``: a batch costs the
+    same at 10k or 1M articles, whether few articles are pending (ingest) or all of them (after
+    a profile change), where one OR of ranges would sort the whole backlog for every batch.
+    """
+    # SQLite's planner walks the primary key for "IS NULL" once ANALYZE has seen few distinct
+    # values (and for any OR of these ranges): the whole table when little is pending. Pin the
+    # index there; PostgreSQL chooses from its value statistics.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    source = text("articles INDEXED BY ix_articles_classified_version") if sqlite else Article.__table__
+    cv, aid = column("classified_version"), column("id")
+    conds = [cv.is_(None), *(cv == w for w in _stale_versions(session, version))]
+    branches = [
+        select(aid).select_from(source).where(c, aid > after).order_by(aid).limit(limit).subquery(f"p{i}")
+        for i, c in enumerate(conds)
+    ]
+    q = union_all(*(select(b.c.id) for b in branches)).order_by(column("id")).limit(limit)
+    return list(session.scalars(q))
+
+
 def classify_pending(store: Store, settings: Settings, *, article_ids: list[int] | None = None) -> ClassifyReport:
     """Classify articles that lack a decision of the current classifier version.
 
@@ -924,16 +967,7 @@ def classify_pending(store: Store, settings: Settings, *, article_ids: list[int]
     last_id = 0
     while True:
         with store.session() as s:
-            ids = list(
-                s.scalars(
-                    select(Article.id)
-                    .outerjoin(ClassificationRow, ClassificationRow.article_id == Article.id)
-                    .where(Article.id > last_id)
-                    .where(or_(ClassificationRow.article_id.is_(None), ClassificationRow.version != clf.version))
-                    .order_by(Article.id)
-                    .limit(BATCH_SIZE)
-                )
-            )
+            ids = _pending_ids(s, clf.version, last_id, BATCH_SIZE)
         if not ids:
             break
         last_id = ids[-1]
@@ -963,17 +997,13 @@ def reclassify(
     report = ClassifyReport()
     last_id = 0
     while True:
-        q = (
-            select(Article.id)
-            .outerjoin(ClassificationRow, ClassificationRow.article_id == Article.id)
-            .where(Article.id > last_id)
-        )
+        q = select(Article.id).where(Article.id > last_id)
         if since is not None:
             q = q.where(when >= since)
         if until is not None:
             q = q.where(when < until)
         if not force:
-            q = q.where(or_(ClassificationRow.article_id.is_(None), ClassificationRow.version != clf.version))
+            q = q.where(_pending(clf.version))
         with store.session() as s:
             ids = list(s.scalars(q.order_by(Article.id).limit(BATCH_SIZE)))
         if not ids:
@@ -1036,6 +1066,7 @@ def _classify_ids(store: Store, clf: Classifier, ids: Sequence[int]) -> Classify
 
 
 def _upsert(session, values: list[dict]) -> None:
+    """Store decisions and mirror their versions onto ``articles.classified_version``."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
@@ -1043,6 +1074,18 @@ def _upsert(session, values: list[dict]) -> None:
     cols = ("version", "score", "relevant", "dyads", "topics", "evidence", "classified_at")
     session.execute(
         stmt.on_conflict_do_update(index_elements=["article_id"], set_={c: stmt.excluded[c] for c in cols})
+    )
+    # Same transaction, one statement: the pending queue never disagrees with the decisions.
+    # Articles are written before stories (refresh_stories), in the order dedupe uses.
+    articles, decisions = Article.__table__, ClassificationRow.__table__
+    session.execute(
+        update(articles)
+        .where(articles.c.id.in_([v["article_id"] for v in values]))
+        .values(
+            classified_version=select(decisions.c.version)
+            .where(decisions.c.article_id == articles.c.id)
+            .scalar_subquery()
+        )
     )
 
 

@@ -38,7 +38,7 @@ from typing import Protocol
 
 import numpy as np
 from datasketch import MinHash
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pipeline import text as T
@@ -160,15 +160,17 @@ class Features:
 
 def featurize(title: str, body: str, shingle_size: int = 5) -> Features:
     """Compute the comparison features of one article (title and clean body text)."""
-    toks = T.words(body)
+    # Folded once here; words, names and numbers fold their input again, a no-op on this.
+    folded = T.fold(body)
+    toks = T.words(folded)
     quotes: set[int] = set()
-    for q in T.quotations(body):
+    for q in T.quotations(body):  # the raw text: typographic single quotes mark quotations
         quotes |= T.shingles(q, QUOTE_SHINGLE)
     title_terms = tuple(T.content_terms(title))
     terms = Counter(T.content_terms(toks))
     for t in title_terms:
         terms[t] += TITLE_WEIGHT
-    names = Counter(T.names(f"{title}\n{body}" if title and title not in body[:400] else body))
+    names = Counter(T.names(f"{T.fold(title)}\n{folded}" if title and title not in body[:400] else folded))
     return Features(
         content_hash=T.content_hash(toks),
         n_words=len(toks),
@@ -176,7 +178,7 @@ def featurize(title: str, body: str, shingle_size: int = 5) -> Features:
         quotes=frozenset(quotes),
         names=names,
         terms=terms,
-        numbers=frozenset(T.numbers(body)),
+        numbers=frozenset(T.numbers(folded)),
         title_terms=title_terms,
     )
 
@@ -370,12 +372,25 @@ class Decision:
     similarity: float
 
 
+@dataclass
+class Lookup:
+    """What one article's candidate lookup found in an index."""
+
+    same: object | None  # a stored article with the same normalised text
+    bands: set  # articles sharing a MinHash band
+    postings: dict[int, list[object]]  # key → the articles holding it inside the window, newest first
+
+
 class _Index(Protocol):
-    def by_hash(self, content_hash: str, lo: datetime | None) -> Candidate | None: ...
-    def band_candidates(self, bands: list[tuple[int, int]]) -> set: ...
-    def key_postings(
-        self, keys: list[tuple[int, int]], lo: datetime | None, hi: datetime | None, cap: int
-    ) -> dict[int, list[object]]: ...
+    def lookup(
+        self,
+        content_hash: str | None,
+        bands: list[tuple[int, int]],
+        keys: list[tuple[int, int]],
+        lo: datetime | None,
+        hi: datetime | None,
+        cap: int,
+    ) -> Lookup: ...
     def load(self, refs: Iterable[object]) -> list[Candidate]: ...
     def story_of(self, ref: object) -> object: ...
 
@@ -424,24 +439,25 @@ def decide(
 ) -> Decision:
     """Where one article belongs, given what ``index`` already holds."""
     dup_lo, _ = _window(at, cfg.duplicate_window_days * 24)
-    same = index.by_hash(f.content_hash, dup_lo) if f.n_words else None
-    if same is not None:
-        return Decision(same.story, same.root, "hash", 1.0)
-
     lo, hi = _window(at, cfg.story_window_hours)
     keys = f.lookup_keys(df)
-    postings = index.key_postings(keys, lo, hi, cfg.max_key_postings)
+    # All candidate lookups at once: against a database server that is one round trip.
+    found = index.lookup(f.content_hash if f.n_words else None, bands, keys, lo, hi, cfg.max_key_postings)
+    if found.same is not None:
+        same = next(iter(index.load([found.same])), None)
+        if same is not None and (dup_lo is None or same.at is None or same.at >= dup_lo):
+            return Decision(same.story, same.root, "hash", 1.0)
+
     kind_of = dict((k, kind) for kind, k in keys)
     votes: Counter = Counter()
-    for k, refs in postings.items():
+    for k, refs in found.postings.items():
         # A key held by many articles in the window says little; its most recent
         # postings still count a little (a big story's own names are common).
         w = _KEY_WEIGHTS[kind_of[k]] * (1.0 + math.log((cfg.max_key_postings + 1) / len(refs)))
         for r in set(refs):
             votes[r] += w
     ranked = _diverse_top(votes, cfg.max_candidates, index.story_of)
-    band_refs = index.band_candidates(bands) if bands else set()
-    cands = index.load(list(dict.fromkeys([*band_refs, *ranked])))
+    cands = index.load(list(dict.fromkeys([*found.bands, *ranked])))
 
     # Copies first: the most similar verified copy inside the duplicate window.
     best_dup, best_dup_sim = None, 0.0
@@ -509,20 +525,14 @@ class _MemoryIndex:
         self.keys: dict[int, list[tuple[datetime | None, int]]] = {}
         self.story_at: dict[int, datetime | None] = {}
 
-    def by_hash(self, content_hash: str, lo: datetime | None) -> Candidate | None:
-        i = self.hashes.get(content_hash)
-        if i is None:
-            return None
-        c = self.docs[i]
-        return c if lo is None or c.at is None or c.at >= lo else None
-
-    def band_candidates(self, bands: list[tuple[int, int]]) -> set:
-        out: set = set()
+    def lookup(self, content_hash, bands, keys, lo, hi, cap) -> Lookup:
+        band_refs: set = set()
         for b in bands:
-            out.update(self.bands.get(b, ()))
-        return out
+            band_refs.update(self.bands.get(b, ()))
+        same = self.hashes.get(content_hash) if content_hash else None
+        return Lookup(same, band_refs, self._postings(keys, lo, hi, cap))
 
-    def key_postings(self, keys, lo, hi, cap):
+    def _postings(self, keys, lo, hi, cap):
         out = {}
         for _, k in keys:
             refs = []
@@ -651,6 +661,30 @@ def _parse_dt(v) -> datetime | None:
     return datetime.fromisoformat(v).replace(tzinfo=timezone.utc)
 
 
+_LOAD_SQL = (
+    "SELECT a.id, a.content_hash, a.story_id, a.duplicate_of_id, a.published_at, a.fetched_at, "
+    "s.first_published_at FROM articles a LEFT JOIN stories s ON s.id = a.story_id"
+)
+# One round trip per lookup on PostgreSQL: the same-text article (part 0), the band matches
+# (part 1) and the newest postings of each key inside the window (part 2, a LATERAL join).
+_PG_LOOKUP = (
+    "SELECT 0, NULL::bigint, h.id, NULL::integer FROM (SELECT id FROM articles "
+    "WHERE content_hash = $1 AND story_id IS NOT NULL ORDER BY id LIMIT 1) h "
+    "UNION ALL SELECT 1, NULL::bigint, b.article_id, NULL::integer FROM (SELECT DISTINCT m.article_id "
+    "FROM unnest($2, $3) AS u(band, hash) JOIN minhash_bands m ON m.band = u.band AND m.hash = u.hash LIMIT 200) b "
+    "UNION ALL SELECT 2, u.key, p.article_id, p.story_id FROM unnest($4) AS u(key) CROSS JOIN LATERAL "
+    "(SELECT article_id, story_id FROM story_keys WHERE key = u.key{window} ORDER BY at DESC LIMIT $5) p"
+)
+_PG_STATEMENTS = {
+    "newsmon_dedupe_lookup": ("text, smallint[], bigint[], bigint[], integer", _PG_LOOKUP.format(window="")),
+    "newsmon_dedupe_lookup_window": (
+        "text, smallint[], bigint[], bigint[], integer, timestamptz, timestamptz",
+        _PG_LOOKUP.format(window=" AND at BETWEEN $6 AND $7"),
+    ),
+    "newsmon_dedupe_load": ("integer[]", f"{_LOAD_SQL} WHERE a.id = ANY($1) AND a.story_id IS NOT NULL"),
+}
+
+
 class _StoreIndex:
     """The candidate lookups against the store.
 
@@ -665,6 +699,7 @@ class _StoreIndex:
         self.cfg = cfg
         self._story: dict[int, int | None] = {}
         self.sqlite = session.get_bind().dialect.name == "sqlite"
+        self._planned = False
 
     def _sql(self, sql: str, params: list) -> list:
         if not self.sqlite:
@@ -677,39 +712,44 @@ class _StoreIndex:
             return d.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
         return d
 
-    def by_hash(self, content_hash: str, lo: datetime | None) -> Candidate | None:
-        rows = self._sql(
-            "SELECT id FROM articles WHERE content_hash = ? AND story_id IS NOT NULL ORDER BY id LIMIT 1",
-            [content_hash],
-        )
-        if not rows:
-            return None
-        cands = self.load([rows[0][0]])
-        c = cands[0] if cands else None
-        return c if c is not None and (lo is None or c.at is None or c.at >= lo) else None
-
-    def band_candidates(self, bands: list[tuple[int, int]]) -> set:
-        if not bands:
-            return set()
-        if self.sqlite:  # an OR of index lookups (SQLite's multi-index OR plan)
-            where = " OR ".join("(band = ? AND hash = ?)" for _ in bands)
-            rows = self._sql(
-                f"SELECT DISTINCT article_id FROM minhash_bands WHERE {where} LIMIT 200",
-                [x for bh in bands for x in bh],
-            )
-        else:  # one fixed statement whatever the band count: planned once, cheap to plan
-            rows = self._sql(
-                "SELECT DISTINCT m.article_id FROM unnest(?::smallint[], ?::bigint[]) AS u(band, hash) "
-                "JOIN minhash_bands m ON m.band = u.band AND m.hash = u.hash LIMIT 200",
-                [[b for b, _ in bands], [h for _, h in bands]],
-            )
-        return {r[0] for r in rows}
-
-    def key_postings(self, keys, lo, hi, cap):
-        if not keys:
-            return {}
-        window = " AND at BETWEEN ? AND ?" if lo is not None else ""
+    def lookup(self, content_hash, bands, keys, lo, hi, cap) -> Lookup:
         if self.sqlite:
+            rows = self._lookup_sqlite(content_hash, bands, keys, lo, hi, cap)
+        else:
+            rows = self._lookup_pg(content_hash, bands, keys, lo, hi, cap)
+        same, band_refs, postings = None, set(), {}
+        for part, k, a, st in rows:
+            if part == 0:
+                same = a
+            elif part == 1:
+                band_refs.add(a)
+            else:
+                postings.setdefault(k, []).append(a)
+                self._story[a] = st
+        return Lookup(same, band_refs, postings)
+
+    def _lookup_sqlite(self, content_hash, bands, keys, lo, hi, cap) -> list:
+        # In-process: separate statements cost nothing extra, and each keeps its simple index plan.
+        rows: list = []
+        if content_hash:
+            rows += [
+                (0, None, r[0], None)
+                for r in self._sql(
+                    "SELECT id FROM articles WHERE content_hash = ? AND story_id IS NOT NULL ORDER BY id LIMIT 1",
+                    [content_hash],
+                )
+            ]
+        if bands:  # an OR of index lookups (SQLite's multi-index OR plan)
+            where = " OR ".join("(band = ? AND hash = ?)" for _ in bands)
+            rows += [
+                (1, None, r[0], None)
+                for r in self._sql(
+                    f"SELECT DISTINCT article_id FROM minhash_bands WHERE {where} LIMIT 200",
+                    [x for bh in bands for x in bh],
+                )
+            ]
+        if keys:
+            window = " AND at BETWEEN ? AND ?" if lo is not None else ""
             part = (
                 f"SELECT * FROM (SELECT key, article_id, story_id FROM story_keys WHERE key = ?{window} "
                 f"ORDER BY at DESC LIMIT {cap + 1}) AS p"
@@ -718,30 +758,37 @@ class _StoreIndex:
             params: list = []
             for _, k in keys:
                 params += [k, self._dt(lo), self._dt(hi)] if lo is not None else [k]
-        else:
-            # The newest postings of each key inside the window, all keys in one LATERAL join.
-            sql = (
-                f"SELECT u.key, p.article_id, p.story_id FROM unnest(?::bigint[]) AS u(key) CROSS JOIN LATERAL "
-                f"(SELECT article_id, story_id FROM story_keys WHERE key = u.key{window} "
-                f"ORDER BY at DESC LIMIT {cap + 1}) p"
-            )
-            params = [[k for _, k in keys]] + ([lo, hi] if lo is not None else [])
-        if self.sqlite:
-            rows = self._sql(sql, params)
-        else:
-            # The planner's generic estimate per key is a handful of rows, so it picks a
-            # bitmap scan and sorts every posting of a hot key; the ordered index scan
-            # it should use stops after cap + 1 rows (0.3 ms against 17 ms measured).
-            self._sql("SET LOCAL enable_bitmapscan = off", [])
-            try:
-                rows = self._sql(sql, params)
-            finally:
-                self._sql("SET LOCAL enable_bitmapscan TO DEFAULT", [])
-        out: dict[int, list[object]] = {}
-        for k, a, st in rows:
-            out.setdefault(k, []).append(a)
-            self._story[a] = st
-        return out
+            rows += [(2, k, a, st) for k, a, st in self._sql(sql, params)]
+        return rows
+
+    def _lookup_pg(self, content_hash, bands, keys, lo, hi, cap) -> list:
+        params = [content_hash, [b for b, _ in bands], [h for _, h in bands], [k for _, k in keys], cap + 1]
+        if lo is not None:
+            return self._execute("newsmon_dedupe_lookup_window", [*params, lo, hi])
+        return self._execute("newsmon_dedupe_lookup", params)
+
+    def _execute(self, name: str, params: list) -> list:
+        """Run one of :data:`_PG_STATEMENTS`, prepared once per database connection.
+
+        Planning these lookups cost about as much as running them; a prepared
+        statement is planned once per connection (PostgreSQL keeps it across
+        transactions, rolled back or not).
+        """
+        conn = self.s.connection()
+        prepared = conn.info.setdefault("newsmon_prepared", set())
+        if name not in prepared:
+            types, body = _PG_STATEMENTS[name]
+            conn.exec_driver_sql(f"PREPARE {name} ({types}) AS {body}")
+            prepared.add(name)
+        sql = f"EXECUTE {name} ({', '.join(['%s'] * len(params))})"
+        if not self._planned:
+            # The planner's generic estimate per key is a handful of rows, so it picks a bitmap
+            # scan and sorts every posting of a hot key; the ordered index scan it should use
+            # stops after cap + 1 rows (0.3 ms against 17 ms measured). Sent with the first
+            # lookup (same round trip) and scoped to this transaction, which only does dedupe.
+            sql = "SET LOCAL enable_bitmapscan = off; " + sql
+            self._planned = True
+        return conn.exec_driver_sql(sql, tuple(params)).fetchall()
 
     def story_of(self, ref):
         return self._story.get(ref)
@@ -750,13 +797,11 @@ class _StoreIndex:
         refs = list(refs)
         if not refs:
             return []
-        marks = ",".join("?" * len(refs))
-        rows = self._sql(
-            "SELECT a.id, a.content_hash, a.story_id, a.duplicate_of_id, a.published_at, a.fetched_at, "
-            f"s.first_published_at FROM articles a LEFT JOIN stories s ON s.id = a.story_id "
-            f"WHERE a.id IN ({marks}) AND a.story_id IS NOT NULL",
-            refs,
-        )
+        if self.sqlite:
+            marks = ",".join("?" * len(refs))
+            rows = self._sql(f"{_LOAD_SQL} WHERE a.id IN ({marks}) AND a.story_id IS NOT NULL", refs)
+        else:
+            rows = self._execute("newsmon_dedupe_load", [refs])
         feats = {r[0]: _FEATURES.get((r[0], r[1])) for r in rows}
         missing = [i for i, f in feats.items() if f is None]
         if missing:
@@ -797,33 +842,79 @@ def _df_table(session: Session, store_key: str, cfg: DedupeSettings) -> DfTable:
     return df
 
 
-def _resolve_same_article(s: Session, a: Article) -> tuple[Article, str] | None:
-    """A clustered article that is this one by URL (canonical or alias) or feed GUID, with the reason."""
-    urls = {a.canonical_url, *(u.url for u in a.aliases)}
-    other = s.scalars(
-        select(Article)
-        .where(Article.id != a.id, Article.story_id.is_not(None), Article.canonical_url.in_(urls))
-        .limit(1)
-    ).first()
-    if other is None:
-        other = s.scalars(
-            select(Article)
-            .join(ArticleUrl, ArticleUrl.article_id == Article.id)
-            .where(Article.id != a.id, Article.story_id.is_not(None), ArticleUrl.url.in_(urls))
-            .limit(1)
-        ).first()
-    if other is not None:
-        return other, "url"
-    guid = (a.guid or "").strip()
-    # Short GUIDs ("1", "post-12") are only unique inside one feed.
-    if len(guid) >= 12:
-        cond = [Article.id != a.id, Article.story_id.is_not(None), Article.guid == guid]
-        if not guid.startswith(("http://", "https://", "tag:", "urn:")):
-            cond.append(Article.site == a.site)
-        other = s.scalars(select(Article).where(*cond).order_by(Article.id).limit(1)).first()
-        if other is not None:
-            return other, "guid"
-    return None
+def _chunks(values: Iterable, n: int = 500):
+    values = list(values)
+    for i in range(0, len(values), n):
+        yield values[i : i + n]
+
+
+class _SameArticle:
+    """Same-article lookups (canonical URL, alias, feed GUID) for one batch of pending articles.
+
+    A few queries for the whole batch find the clustered articles any of them
+    could be; the batch's own articles are added as they are assigned, so a later
+    one can match an earlier one.
+    """
+
+    def __init__(self, s: Session, pending: Sequence[Article]) -> None:
+        self.urls: dict[int, set[str]] = {a.id: {a.canonical_url} for a in pending}
+        for ids in _chunks(self.urls):
+            for aid, url in s.execute(select(ArticleUrl.article_id, ArticleUrl.url).where(ArticleUrl.article_id.in_(ids))):
+                self.urls[aid].add(url)
+        # url → (id, story, copy of) of a clustered article; canonical URLs first, then aliases.
+        self.by_url: dict[str, tuple[int, int, int | None]] = {}
+        all_urls = sorted(set().union(*self.urls.values())) if self.urls else []
+        for chunk in _chunks(all_urls):
+            q = select(Article.canonical_url, Article.id, Article.story_id, Article.duplicate_of_id).where(
+                Article.canonical_url.in_(chunk), Article.story_id.is_not(None)
+            )
+            for url, *hit in s.execute(q.order_by(Article.id)):
+                self.by_url.setdefault(url, tuple(hit))
+        for chunk in _chunks(all_urls):
+            q = (
+                select(ArticleUrl.url, Article.id, Article.story_id, Article.duplicate_of_id)
+                .join(Article, Article.id == ArticleUrl.article_id)
+                .where(ArticleUrl.url.in_(chunk), Article.story_id.is_not(None))
+            )
+            for url, *hit in s.execute(q.order_by(Article.id)):
+                self.by_url.setdefault(url, tuple(hit))
+        # guid → [(id, site, story, copy of)] in id order.
+        self.by_guid: dict[str, list[tuple[int, str, int, int | None]]] = {}
+        guids = sorted({g for g in (self._guid(a) for a in pending) if g})
+        for chunk in _chunks(guids):
+            q = select(Article.guid, Article.id, Article.site, Article.story_id, Article.duplicate_of_id).where(
+                Article.guid.in_(chunk), Article.story_id.is_not(None)
+            )
+            for guid, *hit in s.execute(q.order_by(Article.id)):
+                self.by_guid.setdefault(guid, []).append(tuple(hit))
+
+    @staticmethod
+    def _guid(a: Article) -> str:
+        guid = (a.guid or "").strip()
+        # Short GUIDs ("1", "post-12") are only unique inside one feed.
+        return guid if len(guid) >= 12 else ""
+
+    def find(self, a: Article) -> Decision | None:
+        """The clustered article this one is, by URL or feed GUID, as a decision."""
+        for url in sorted(self.urls.get(a.id, ())):
+            hit = self.by_url.get(url)
+            if hit is not None and hit[0] != a.id:
+                return Decision(hit[1], hit[2] or hit[0], "url", 1.0)
+        guid = self._guid(a)
+        if guid:
+            global_id = guid.startswith(("http://", "https://", "tag:", "urn:"))
+            for aid, site, story, dup in self.by_guid.get(guid, ()):
+                if aid != a.id and (global_id or site == a.site):
+                    return Decision(story, dup or aid, "guid", 1.0)
+        return None
+
+    def add(self, a: Article) -> None:
+        hit = (a.id, a.story_id, a.duplicate_of_id)
+        for url in self.urls.get(a.id, ()):
+            self.by_url.setdefault(url, hit)
+        guid = self._guid(a)
+        if guid:
+            self.by_guid.setdefault(guid, []).append((a.id, a.site or "", a.story_id, a.duplicate_of_id))
 
 
 def assign_pending(store: Store, settings: Settings, *, article_ids: list[int] | None = None) -> DedupeReport:
@@ -854,12 +945,13 @@ def assign_pending(store: Store, settings: Settings, *, article_ids: list[int] |
             # The batch counts in the document frequencies from the start, as the
             # whole collection does in cluster_documents.
             for a in pending:
-                df.add(_article_features(a.id, a.title or "", a.text or a.summary or "", cfg))
+                df.add(_article_features(a.id, a.title or "", a.text or a.summary or "", cfg, a.content_hash or None))
             index = _StoreIndex(s, cfg)
+            same = _SameArticle(s, pending)
             changed: set[int] = set()
             for a in pending:
                 done.add(a.id)
-                result = _assign_one(s, a, index, df, cfg)
+                result = _assign_one(s, a, index, same, df, cfg)
                 report.assigned += 1
                 report.duplicates += result.duplicate_of is not None
                 report.stories_new += result.new_story
@@ -877,17 +969,14 @@ def assign_pending(store: Store, settings: Settings, *, article_ids: list[int] |
     return report
 
 
-def _assign_one(s: Session, a: Article, index: _StoreIndex, df: DfTable, cfg: DedupeSettings) -> StoryAssignment:
+def _assign_one(
+    s: Session, a: Article, index: _StoreIndex, same: _SameArticle, df: DfTable, cfg: DedupeSettings
+) -> StoryAssignment:
     body = a.text or a.summary or ""
-    f = _article_features(a.id, a.title or "", body, cfg)
+    f = _article_features(a.id, a.title or "", body, cfg, a.content_hash or None)
     at = article_time(a)
     bands = band_hashes(f.shingles, cfg.num_perm, cfg.lsh_bands)
-    same = _resolve_same_article(s, a)
-    if same is not None:
-        other, reason = same
-        d = Decision(other.story_id, other.duplicate_of_id or other.id, reason, 1.0)
-    else:
-        d = decide(f, at, index, df, cfg, bands)
+    d = same.find(a) or decide(f, at, index, df, cfg, bands)
     now = utcnow()
     new_story = d.story is None
     if new_story:
@@ -908,6 +997,7 @@ def _assign_one(s: Session, a: Article, index: _StoreIndex, df: DfTable, cfg: De
     if not a.word_count:
         a.word_count = f.n_words
     s.flush()
+    same.add(a)
     if bands:
         s.execute(MinhashBand.__table__.insert(), [{"band": b, "hash": h, "article_id": a.id} for b, h in bands])
     keys = f.keys()
@@ -960,6 +1050,7 @@ def refresh_stories(session: Session, story_ids: Iterable[int]) -> None:
         ).all()
         for r in rows:
             members.setdefault(r.story_id, []).append(r)
+        values = []
         for sid in chunk:
             ms = members.get(sid)
             if not ms:
@@ -967,23 +1058,35 @@ def refresh_stories(session: Session, story_ids: Iterable[int]) -> None:
             originals = [m for m in ms if m.duplicate_of_id is None] or ms
             lead = min(originals, key=lambda m: (-(m.word_count or 0), article_time_row(m), m.id))
             classified = [m for m in ms if m.score is not None]
-            session.execute(
-                update(Story)
-                .where(Story.id == sid)
-                .values(
-                    lead_article_id=lead.id,
-                    title=lead.title or "",
-                    article_count=len(ms),
-                    outlet_count=len({(m.outlet or m.site or "").lower() for m in ms} - {""}) or 1,
-                    first_seen_at=min(m.fetched_at for m in ms),
-                    first_published_at=min(article_time_row(m) for m in ms),
-                    updated_at=max((m.clustered_at or m.fetched_at) for m in ms),
-                    score=max((m.score for m in classified), default=0.0),
-                    relevant=any(m.relevant for m in classified),
-                    dyads=sorted({d for m in classified for d in (m.dyads or [])}),
-                    topics=sorted({t for m in classified for t in (m.topics or [])}),
-                )
+            values.append(
+                {
+                    "b_id": sid,
+                    "lead_article_id": lead.id,
+                    "title": lead.title or "",
+                    "article_count": len(ms),
+                    "outlet_count": len({(m.outlet or m.site or "").lower() for m in ms} - {""}) or 1,
+                    "first_seen_at": min(m.fetched_at for m in ms),
+                    "first_published_at": min(article_time_row(m) for m in ms),
+                    "updated_at": max((m.clustered_at or m.fetched_at) for m in ms),
+                    "score": max((m.score for m in classified), default=0.0),
+                    "relevant": any(m.relevant for m in classified),
+                    "dyads": sorted({d for m in classified for d in (m.dyads or [])}),
+                    "topics": sorted({t for m in classified for t in (m.topics or [])}),
+                }
             )
+        if values:
+            # One statement executed for every story (executemany), not one per story.
+            session.connection().execute(_STORY_REFRESH, values)
+
+
+_STORY_REFRESH = (
+    Story.__table__.update()
+    .where(Story.__table__.c.id == bindparam("b_id"))
+    .values({c: bindparam(c) for c in (
+        "lead_article_id", "title", "article_count", "outlet_count", "first_seen_at", "first_published_at",
+        "updated_at", "score", "relevant", "dyads", "topics",
+    )})
+)  # fmt: skip
 
 
 def article_time_row(m) -> datetime:

@@ -29,7 +29,7 @@ import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -37,7 +37,7 @@ from functools import lru_cache
 from typing import Any
 
 import regex
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from pipeline.config import DATA_DIR, Settings
 from pipeline.store import Article, ArticleUrl, Entry, Feed, Store, insert_ignore, lock, utcnow
@@ -413,10 +413,13 @@ _LANG_TAG = re.compile(r"^([a-z]{2,3})(?:[-_]|$)", re.I)
 
 def _dominant_script(text: str) -> tuple[str, Counter[str]]:
     scripts: Counter[str] = Counter()
+    seen = 0
     for c in text[:3000]:
         if c.isalpha():
-            scripts[unicodedata.name(c, "UNKNOWN").split(" ", 1)[0]] += 1
-            if sum(scripts.values()) >= 600:
+            # ASCII letters are Latin: skip the (slow) Unicode name lookup for them.
+            scripts["LATIN" if c < "\x80" else unicodedata.name(c, "UNKNOWN").split(" ", 1)[0]] += 1
+            seen += 1
+            if seen >= 600:
                 break
     return (scripts.most_common(1)[0][0] if scripts else ""), scripts
 
@@ -577,6 +580,41 @@ class _Page:
     error: str | None = None
 
 
+def _page_metadata(tree: Any, url: str) -> Any:
+    """trafilatura's page metadata, the fields an article keeps: its ``extract_metadata``
+    steps for title, author, description, site name and date, without the categories,
+    tags and licence it also looks for (a fifth of all extraction time, never used)."""
+    from htmldate import find_date
+    from trafilatura.metadata import (
+        META_URL,
+        examine_meta,
+        extract_author,
+        extract_meta_json,
+        extract_sitename,
+        extract_title,
+        extract_url,
+    )
+
+    meta = examine_meta(tree)
+    if meta.author and " " not in meta.author:
+        meta.author = None  # a one-word byline is a handle or the outlet, as trafilatura judges
+    try:
+        meta = extract_meta_json(tree, meta)
+    except Exception:  # trafilatura's JSON-LD reader trips on odd markup; the meta tags still count
+        pass
+    meta.title = meta.title or extract_title(tree)
+    meta.author = meta.author or extract_author(tree)
+    meta.url = meta.url or extract_url(tree, url or None)
+    meta.date = find_date(tree, **DATE_PARAMS, url=meta.url)
+    meta.sitename = (meta.sitename or extract_sitename(tree) or "").lstrip("@")
+    if meta.sitename and "." not in meta.sitename and not meta.sitename[0].isupper():
+        meta.sitename = meta.sitename.title()
+    elif not meta.sitename and meta.url and (m := META_URL.match(meta.url)):
+        meta.sitename = m[1]
+    meta.clean_and_trim()
+    return meta
+
+
 def _extract_page(html: str | bytes, url: str) -> _Page:
     import trafilatura
 
@@ -588,32 +626,29 @@ def _extract_page(html: str | bytes, url: str) -> _Page:
         return _Page(error="not an HTML document")
     declared = _declared_language(tree)
     try:
-        doc = trafilatura.bare_extraction(
-            tree, url=url or None, with_metadata=True, date_extraction_params=dict(DATE_PARAMS), **EXTRACTION_OPTIONS
-        )
+        # bare_extraction works on its own copy of the tree: the metadata below reads the original.
+        doc = trafilatura.bare_extraction(tree, url=url or None, **EXTRACTION_OPTIONS)
         text = (doc.text or "") if doc is not None else ""
         if word_count(text) < RETRY_BELOW_WORDS:
             # Precision mode can discard a page whose article is one short block.
-            retry = trafilatura.bare_extraction(
-                tree, url=url or None, include_comments=False, include_tables=True,
-                with_metadata=doc is None, date_extraction_params=dict(DATE_PARAMS),
-            )  # fmt: skip
+            retry = trafilatura.bare_extraction(tree, url=url or None, include_comments=False, include_tables=True)
             if retry is not None and word_count(retry.text or "") > word_count(text):
                 text = retry.text or ""
                 doc = doc if doc is not None else retry
+        if doc is None:
+            return _Page(language=declared, error="no article text found on the page")
+        meta = _page_metadata(tree, url)
     except RecursionError:
         return _Page(error="page too deeply nested to extract")
     except Exception as exc:  # trafilatura raises whatever a broken page provokes
         return _Page(error=f"extraction failed: {type(exc).__name__}: {exc}")
-    if doc is None:
-        return _Page(language=declared, error="no article text found on the page")
     return _Page(
         text=text,
-        title=_norm_line(doc.title or ""),
-        author=_norm_line(doc.author or ""),
-        sitename=_norm_line(doc.sitename or ""),
-        description=_norm_line(doc.description or ""),
-        date=_parse_page_date(doc.date),
+        title=_norm_line(meta.title or ""),
+        author=_norm_line(meta.author or ""),
+        sitename=_norm_line(meta.sitename or ""),
+        description=_norm_line(meta.description or ""),
+        date=_parse_page_date(meta.date),
         language=declared,
     )
 
@@ -748,6 +783,37 @@ def _worker_main(conn: Any, memory_mb: int) -> None:
 # A new worker imports the extraction stack before it takes pages.
 WORKER_START_TIMEOUT = 120.0
 
+# What the fork server imports once, so that each extraction worker forked from it
+# starts at once. Only the extraction stack: the server is ready in a fraction of a
+# second, and the one clustering process imports the rest itself.
+_PRELOAD = ["lxml.html", "trafilatura", "pipeline.extract"]
+
+
+def process_context() -> Any:
+    """The start method of the pipeline's worker processes.
+
+    A fork server that has imported the pipeline once: each worker is forked from
+    it in milliseconds, instead of spending a good part of a second of CPU importing
+    lxml, trafilatura and SQLAlchemy as a spawned interpreter would. The server is a
+    fresh interpreter, so workers inherit none of the caller's threads or open
+    database connections (forking the caller itself would copy those). Where
+    there is no fork server (not POSIX), workers are spawned.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def warm_up() -> None:
+    """Start the fork server now (it imports the pipeline in the background), so
+    that the first workers need not wait for it."""
+    if process_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
 
 class _Worker:
     def __init__(self, ctx: Any, memory_mb: int) -> None:
@@ -784,15 +850,15 @@ class ExtractionPool:
     Workers are started on demand (at most ``workers``) and reused. A page that
     takes longer than ``timeout`` seconds, or kills its worker (a crash in lxml,
     the memory cap), raises :class:`ExtractionError` for that page only; the worker
-    is replaced. Workers are spawned, not forked: the parent has threads and open
-    database connections that a forked child must not inherit.
+    is replaced. Workers come from :func:`process_context`: they share nothing
+    with the caller's threads and database connections.
     """
 
     def __init__(self, workers: int = 0, timeout: float = 30.0, memory_mb: int = 0) -> None:
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
         self.timeout = timeout
         self.memory_mb = memory_mb
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = process_context()
         # None is a free slot without a live worker (spawned when taken).
         self._free: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
         for _ in range(self.size):
@@ -979,14 +1045,25 @@ def _canonical(url: str) -> str | None:
         return None
 
 
-def _existing_article(session: Any, urls: Iterable[str]) -> int | None:
-    keys = sorted({u for u in urls if u and len(u) <= MAX_URL_CHARS})
-    if not keys:
-        return None
-    found = session.scalar(select(ArticleUrl.article_id).where(ArticleUrl.url.in_(keys)).limit(1))
-    if found is None:
-        found = session.scalar(select(Article.id).where(Article.canonical_url.in_(keys)).limit(1))
-    return found
+def _existing_articles(session: Any, groups: list[Iterable[str]]) -> list[int | None]:
+    """For each group of URLs, the stored article reached by any of them (alias first, then
+    canonical URL), or None: two queries for the whole list."""
+    groups = [[u for u in dict.fromkeys(g) if u and len(u) <= MAX_URL_CHARS] for g in groups]
+    keys = sorted({u for g in groups for u in g})
+    by_alias: dict[str, int] = {}
+    by_canonical: dict[str, int] = {}
+    for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+        q = select(ArticleUrl.url, ArticleUrl.article_id).where(ArticleUrl.url.in_(chunk))
+        by_alias.update(session.execute(q).tuples().all())
+        q = select(Article.canonical_url, Article.id).where(Article.canonical_url.in_(chunk))
+        by_canonical.update(session.execute(q).tuples().all())
+    out: list[int | None] = []
+    for g in groups:
+        found = next((by_alias[u] for u in g if u in by_alias), None)
+        if found is None:
+            found = next((by_canonical[u] for u in g if u in by_canonical), None)
+        out.append(found)
+    return out
 
 
 def _alias_rows(article_id: int, urls: Iterable[str]) -> list[dict[str, Any]]:
@@ -1007,8 +1084,37 @@ def _mark_entries(session: Any, ids: list[int], **values: Any) -> None:
     )
 
 
+# Entries settled by a batch: one statement executed for many rows.
+_ENTRY_DONE = (
+    Entry.__table__.update()
+    .where(Entry.__table__.c.id == bindparam("b_id"))
+    .values(status="done", article_id=bindparam("b_article"), error=bindparam("b_error"),
+            attempts=Entry.__table__.c.attempts + 1)
+)  # fmt: skip
+
+
+def _insert_articles(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new articles (skipping canonical URLs stored meanwhile); canonical URL → id of those inserted."""
+    if not rows:
+        return {}
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Article)
+        .on_conflict_do_nothing(index_elements=["canonical_url"])
+        .returning(Article.canonical_url, Article.id)
+    )
+    return dict(session.execute(stmt, rows).tuples().all())
+
+
 def _write(store: Store, outcomes: list[_Outcome], settings: Settings, report: ExtractReport) -> None:
-    """Store one batch in one transaction: articles, aliases and entry states together."""
+    """Store one batch in one transaction: articles, aliases and entry states together.
+
+    A handful of statements per batch, not per article: one lookup of the URLs
+    already stored, one insert of the new articles, one of their aliases and one
+    update of the entries.
+    """
     if not outcomes:
         return
     max_attempts = settings.ingest.max_extract_attempts
@@ -1016,6 +1122,7 @@ def _write(store: Store, outcomes: list[_Outcome], settings: Settings, report: E
         # Writers take turns: two passes inserting the same articles in different
         # orders would otherwise deadlock (PostgreSQL); a batch writes in milliseconds.
         lock(s, WRITE_LOCK)
+        stored: list[tuple[_Outcome, str]] = []
         for o in outcomes:
             job, art = o.job, o.article
             if art.status is ExtractionStatus.FAILED:
@@ -1027,40 +1134,33 @@ def _write(store: Store, outcomes: list[_Outcome], settings: Settings, report: E
             key = _canonical(o.final_url) or job.canonical
             if len(key) > MAX_URL_CHARS:  # a redirect to a monster URL: keep the entry's key
                 key = job.canonical
-            article_id = _existing_article(s, [key, o.final_url, *o.aliases])
-            created = False
-            if article_id is None:
-                published, source = choose_published(job.published, art.published, o.fetched_at)
-                row = {
-                    "canonical_url": key,
-                    "url": o.final_url,
-                    "feed_id": job.feed_id,
-                    "guid": job.guid,
-                    "title": art.title or job.title,
-                    "text": art.text,
-                    "summary": _summary_of(html_to_text(job.summary)) or art.summary or _summary_of(art.text),
-                    "author": (job.author or art.author)[:512],
-                    "site": site_of(o.final_url)[:256],
-                    "outlet": job.outlet[:200],
-                    "country": job.country[:8],
-                    "language": (art.language or "")[:16],
-                    "published_at": published,
-                    "published_source": source.value,
-                    "fetched_at": o.fetched_at,
-                    "extraction_status": art.status.value,
-                    "extraction_error": art.error,
-                    "content_hash": content_hash(art.text),
-                    "word_count": word_count(art.text),
-                }
-                result = insert_ignore(s, Article, [row], "canonical_url")
-                created = bool(result is not None and result.rowcount)
-                article_id = s.scalar(select(Article.id).where(Article.canonical_url == key))
-            insert_ignore(s, ArticleUrl, _alias_rows(article_id, [key, job.canonical, *o.aliases]), "url")
-            _mark_entries(
-                s, job.entry_ids, status="done", article_id=article_id,
-                error=art.error if art.status is ExtractionStatus.FALLBACK else None,
-            )  # fmt: skip
-            if created:
+            stored.append((o, key))
+        if not stored:
+            return
+        found = _existing_articles(s, [[key, o.final_url, *o.aliases] for o, key in stored])
+        new_rows: dict[str, dict[str, Any]] = {}
+        for (o, key), existing in zip(stored, found):
+            if existing is None and key not in new_rows:
+                new_rows[key] = _article_row(o, key)
+        created = _insert_articles(s, list(new_rows.values()))
+        # Keys stored meanwhile by another writer (the insert skipped them) are looked up.
+        missing = [k for k in new_rows if k not in created]
+        ids = dict(created)
+        if missing:
+            q = select(Article.canonical_url, Article.id).where(Article.canonical_url.in_(missing))
+            ids.update(s.execute(q).tuples().all())
+        aliases: dict[str, dict[str, Any]] = {}
+        entries: list[dict[str, Any]] = []
+        counted: set[str] = set()
+        for (o, key), existing in zip(stored, found):
+            job, art = o.job, o.article
+            article_id = existing if existing is not None else ids[key]
+            for row in _alias_rows(article_id, [key, job.canonical, *o.aliases]):
+                aliases.setdefault(row["url"], row)
+            error = art.error if art.status is ExtractionStatus.FALLBACK else None
+            entries += [{"b_id": e, "b_article": article_id, "b_error": error} for e in job.entry_ids]
+            if existing is None and key in created and key not in counted:
+                counted.add(key)
                 report.article_ids.append(article_id)
                 if art.status is ExtractionStatus.OK:
                     report.extracted += 1
@@ -1069,6 +1169,34 @@ def _write(store: Store, outcomes: list[_Outcome], settings: Settings, report: E
                 report.known += len(job.entry_ids) - 1
             else:
                 report.known += len(job.entry_ids)
+        insert_ignore(s, ArticleUrl, list(aliases.values()), "url")
+        s.connection().execute(_ENTRY_DONE, entries)
+
+
+def _article_row(o: _Outcome, key: str) -> dict[str, Any]:
+    job, art = o.job, o.article
+    published, source = choose_published(job.published, art.published, o.fetched_at)
+    return {
+        "canonical_url": key,
+        "url": o.final_url,
+        "feed_id": job.feed_id,
+        "guid": job.guid,
+        "title": art.title or job.title,
+        "text": art.text,
+        "summary": _summary_of(html_to_text(job.summary)) or art.summary or _summary_of(art.text),
+        "author": (job.author or art.author)[:512],
+        "site": site_of(o.final_url)[:256],
+        "outlet": job.outlet[:200],
+        "country": job.country[:8],
+        "language": (art.language or "")[:16],
+        "published_at": published,
+        "published_source": source.value,
+        "fetched_at": o.fetched_at,
+        "extraction_status": art.status.value,
+        "extraction_error": art.error,
+        "content_hash": content_hash(art.text),
+        "word_count": word_count(art.text),
+    }
 
 
 def _pending_query(entry_ids: list[int] | None):
@@ -1091,22 +1219,23 @@ def _load_jobs(
     with store.session() as s:
         lock(s, WRITE_LOCK)
         rows = s.execute(_pending_query(entry_ids).where(Entry.id > after_id).order_by(Entry.id).limit(LOAD_CHUNK)).all()
-        for entry, feed_name, feed_country in rows:
-            last_id = entry.id
+        if rows:
+            last_id = rows[-1][0].id
+        keys = [entry.canonical_link or _canonical(entry.link or "") for entry, _, _ in rows]
+        found = _existing_articles(s, [[k or "", entry.link] for k, (entry, _, _) in zip(keys, rows)])
+        for (entry, feed_name, feed_country), key, existing in zip(rows, keys, found):
             # A backlog (after an outage) does not fetch month-old pages; entries
             # asked for by id (reprocessing) are extracted whatever their age.
             if entry_ids is None and entry.published_at is not None and entry.published_at < cutoff:
                 _mark_entries(s, [entry.id], status="skipped", error="older than ingest.max_entry_age_days")
                 settled += 1
                 continue
-            key = entry.canonical_link or _canonical(entry.link or "")
             if not key or len(key) > MAX_URL_CHARS:
                 _mark_entries(s, [entry.id], status="failed", error=f"invalid link {entry.link[:200]!r}")
                 report.failed += 1
                 report.errors.append(f"entry {entry.id}: invalid link {entry.link[:200]!r}")
                 settled += 1
                 continue
-            existing = _existing_article(s, [key, entry.link])
             if existing is not None:
                 insert_ignore(s, ArticleUrl, _alias_rows(existing, [entry.link]), "url")
                 _mark_entries(s, [entry.id], status="done", article_id=existing, error=None)
@@ -1134,28 +1263,39 @@ def _load_jobs(
     return list(jobs.values()), last_id, settled
 
 
+def count_pending(store: Store, entry_ids: list[int] | None = None) -> int:
+    """How many entries (of ``entry_ids``, or all) wait for extraction."""
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(_pending_query(entry_ids).subquery())) or 0
+
+
 def extract_pending(
     store: Store,
     settings: Settings,
     *,
     entry_ids: list[int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    on_batch: Callable[[list[int]], None] | None = None,
 ) -> ExtractReport:
     """Turn pending entries (all, or ``entry_ids``) into articles.
 
     Entries whose link already has an article are linked to it (``known``).
     Pages are fetched on threads and extracted in ``ingest.extract_workers``
     processes; results are committed every ``ingest.batch_size`` pages, each
-    batch in one transaction, so an interrupted run loses at most the batch in
-    flight and the next run picks the rest up. Articles are unique by canonical
+    batch in one transaction, so an interrupted run loses only the pages it had
+    not committed yet (their entries stay pending) and the next run picks them up. Articles are unique by canonical
     URL in the database: two runs racing store one article. Only a failure of
     the store raises; a page's failure is recorded on its entry.
+
+    ``on_batch`` is called with the ids of the articles each committed batch
+    created, while the next pages are still being fetched and extracted: the
+    ingest handler clusters and classifies there, so the main process works
+    while the extraction workers do.
     """
     from pipeline.fetcher import Fetcher
 
     report = ExtractReport()
-    with store.session() as s:
-        total = s.scalar(select(func.count()).select_from(_pending_query(entry_ids).subquery())) or 0
+    total = count_pending(store, entry_ids)
     if total == 0:
         return report
     done = 0
@@ -1175,10 +1315,13 @@ def extract_pending(
                 break
             with closing(_run_jobs(jobs, fetcher, pool, settings, batch)) as batches:
                 for outcomes in batches:
+                    before = len(report.article_ids)
                     _write(store, outcomes, settings, report)
                     done += sum(len(o.job.entry_ids) for o in outcomes)
                     if progress:
                         progress("extract", min(done, total), total)
+                    if on_batch is not None and len(report.article_ids) > before:
+                        on_batch(report.article_ids[before:])
     finally:
         fetcher.close()
         pool.close()
@@ -1188,25 +1331,19 @@ def extract_pending(
 def _run_jobs(
     jobs: list[_Job], fetcher: Any, pool: ExtractionPool, settings: Settings, batch: int
 ) -> Iterator[list[_Outcome]]:
-    """Run jobs on threads; yield finished outcomes in groups of at most ``batch``."""
+    """Run jobs on threads; yield finished outcomes in groups of at most ``batch``.
+
+    Every job is queued at once, so pages keep being fetched and extracted while
+    the caller handles a yielded group; only ``threads`` pages are held in memory
+    at a time (a finished outcome keeps the extracted text, not the page).
+    """
     threads = max(1, min(settings.http.max_concurrency, len(jobs)))
     tp = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="newsmon-extract")
-    pending: set[Future[_Outcome]] = set()
-    it = iter(jobs)
-    buffer: list[_Outcome] = []
     try:
-        # Keep a bounded number of jobs in flight so fetched pages do not pile up in memory.
-        for job in it:
-            pending.add(tp.submit(_process, job, fetcher, pool, settings))
-            if len(pending) >= threads * 2:
-                break
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                buffer.append(fut.result())
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(tp.submit(_process, nxt, fetcher, pool, settings))
+        futures = [tp.submit(_process, job, fetcher, pool, settings) for job in jobs]
+        buffer: list[_Outcome] = []
+        for fut in as_completed(futures):
+            buffer.append(fut.result())
             if len(buffer) >= batch:
                 yield buffer
                 buffer = []

@@ -2,6 +2,10 @@
 
     due feeds → fetch + parse (entries queued) → extract (articles) → dedupe (stories) → classify
 
+Dedupe and classification run on each batch of articles as it is committed, in a
+process of their own (:class:`Settler`), while the extraction workers carry on
+with the next pages.
+
 Every stage reads its work from the store and writes its results back keyed, so a
 pass that is killed half-way is simply finished by the next one: queued entries
 stay queued, unclustered articles stay unclustered, nothing is stored twice.
@@ -11,9 +15,12 @@ Airflow's ``news_ingest`` DAG calls the same stage functions as separate tasks.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -87,6 +94,131 @@ def finish_run(store: Store, run_id: int, report: IngestReport, status: str | No
         )
 
 
+@dataclass
+class _Settled:
+    duplicates: int = 0
+    stories_new: int = 0
+    classified: int = 0
+    relevant: int = 0
+    dedupe_seconds: float = 0.0
+    classify_seconds: float = 0.0
+
+    def add(self, other: _Settled) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def settle(store: Store, settings: Settings, article_ids: list[int] | None = None) -> _Settled:
+    """Cluster, then classify, ``article_ids`` (or everything still pending)."""
+    out = _Settled()
+    t0 = time.perf_counter()
+    dr = dedupe.assign_pending(store, settings, article_ids=article_ids)
+    t1 = time.perf_counter()
+    cr = classify.classify_pending(store, settings, article_ids=article_ids)
+    out.dedupe_seconds, out.classify_seconds = t1 - t0, time.perf_counter() - t1
+    out.duplicates, out.stories_new = dr.duplicates, dr.stories_new
+    out.classified, out.relevant = cr.classified, cr.relevant
+    return out
+
+
+def _settler_main(conn: Any, settings: Settings) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    store = Store(settings.db_url)
+    try:
+        while True:
+            try:
+                ids = conn.recv()
+            except (EOFError, OSError):  # the parent is gone
+                return
+            if ids is None:
+                return
+            try:
+                reply: tuple[str, Any] = ("ok", settle(store, settings, None if ids == REST else ids))
+            except Exception as exc:  # the articles stay pending: the parent's final pass retries them
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            try:
+                conn.send(reply)
+            except (OSError, ValueError):
+                return
+    finally:
+        store.dispose()
+
+
+# Asks the settler for everything still pending (what earlier, interrupted passes left).
+REST = "rest"
+
+
+class Settler:
+    """Clusters and classifies committed batches in a process of its own.
+
+    The main process fetches pages and feeds the extraction workers; were it also
+    to cluster and classify, those CPU-bound stages would hold its interpreter
+    lock and starve the workers. In a process of its own they run alongside, and
+    all cores stay busy. Batches it could not settle (an error, or the process
+    died) stay pending in the store for the caller's final pass.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        ctx = extract.process_context()
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_settler_main, args=(child, settings), daemon=True, name="newsmon-settle")
+        self.proc.start()
+        child.close()
+        self.outstanding = 0
+        self.result = _Settled()
+        self.errors: list[str] = []
+
+    def submit(self, article_ids: list[int]) -> None:
+        self._collect(block=False)
+        self._send(list(article_ids))
+
+    def _send(self, message: list[int] | str) -> None:
+        try:
+            self.conn.send(message)
+            self.outstanding += 1
+        except (OSError, ValueError):
+            self._gone()
+
+    def _gone(self) -> None:
+        self.outstanding = 0
+        self.errors.append("the clustering process is gone; its batches are settled at the end of the pass")
+
+    def _collect(self, block: bool) -> None:
+        while self.outstanding:
+            try:
+                if not self.conn.poll(1.0 if block else 0):
+                    if not block:
+                        return
+                    if not self.proc.is_alive():
+                        return self._gone()
+                    continue
+                status, value = self.conn.recv()
+            except (EOFError, OSError):
+                return self._gone()
+            self.outstanding -= 1
+            if status == "ok":
+                self.result.add(value)
+            else:
+                self.errors.append(f"clustering a batch failed: {value}")
+
+    def close(self, rest: bool = False) -> _Settled:
+        """Wait for the batches sent so far (and, with ``rest``, a last pass over
+        everything still pending), then stop the process."""
+        if rest:
+            self._send(REST)
+        self._collect(block=True)
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+        return self.result
+
+
 def run_once(
     store: Store,
     settings: Settings,
@@ -99,31 +231,48 @@ def run_once(
     """Fetch the due feeds (or ``feed_ids``), then extract, dedupe and classify what is new.
 
     ``force`` fetches feeds that are not yet due. Failures of single feeds or pages
-    are recorded and counted; only a failure of the store itself raises.
+    are recorded and counted; only a failure of the store itself raises. When more
+    than one batch of pages waits, each committed batch is clustered and
+    classified by a :class:`Settler` while the next pages are extracted.
     """
     t0 = time.monotonic()
     report = IngestReport()
     report.run_id = start_run(store, trigger)
+    settler: Settler | None = None
+    settled = _Settled()
     try:
         ids = feed_ids if feed_ids is not None else feeds.due_feed_ids(store, now=utcnow(), force=force)
+        if ids or extract.count_pending(store):
+            extract.warm_up()  # the extraction workers' imports overlap the feed fetching
+        t = time.perf_counter()
         fr = feeds.fetch_feeds(store, settings, ids, run_id=report.run_id, progress=progress)
+        report.stage_seconds["fetch"] = time.perf_counter() - t
         report.feeds_total, report.feeds_ok = fr.feeds_total, fr.feeds_ok
         report.feeds_not_modified, report.feeds_failed = fr.feeds_not_modified, fr.feeds_failed
         report.entries_seen, report.entries_new, report.entries_known = fr.entries_seen, fr.entries_new, fr.entries_known
         report.failed_feeds, report.errors = fr.failed_feeds, list(fr.errors)
 
         # Pending entries from earlier, interrupted passes are picked up too.
-        er = extract.extract_pending(store, settings, progress=progress)
+        if extract.count_pending(store) > settings.ingest.batch_size:
+            settler = Settler(settings)
+        t = time.perf_counter()
+        er = extract.extract_pending(store, settings, progress=progress, on_batch=settler.submit if settler else None)
+        report.stage_seconds["extract"] = time.perf_counter() - t
         report.articles_extracted, report.articles_fallback = er.extracted, er.fallback
         report.articles_failed = er.failed
         report.errors += er.errors
-
-        dr = dedupe.assign_pending(store, settings)
-        report.duplicates, report.stories_new = dr.duplicates, dr.stories_new
-
-        cr = classify.classify_pending(store, settings)
-        report.classified, report.relevant = cr.classified, cr.relevant
+        # Then whatever is still unclustered or unclassified: what an interrupted pass
+        # left, and (without a settler, or when it failed) this pass's articles.
+        settled_all = False
+        if settler is not None:
+            settled.add(settler.close(rest=True))
+            report.errors += settler.errors
+            settled_all, settler = not settler.errors, None
+        if not settled_all:
+            settled.add(settle(store, settings))
     except BaseException as exc:
+        if settler is not None:
+            settler.close()
         report.duration = time.monotonic() - t0
         report.errors.append(f"ingest aborted: {type(exc).__name__}: {exc}")
         try:
@@ -131,6 +280,11 @@ def run_once(
         except Exception:  # the store itself is down: the next run marks this one aborted
             pass
         raise
+    report.duplicates, report.stories_new = settled.duplicates, settled.stories_new
+    report.classified, report.relevant = settled.classified, settled.relevant
+    report.stage_seconds["dedupe"] = settled.dedupe_seconds
+    report.stage_seconds["classify"] = settled.classify_seconds
+    report.stage_seconds = {k: round(v, 3) for k, v in report.stage_seconds.items()}
     report.duration = time.monotonic() - t0
     finish_run(store, report.run_id, report)
     return report

@@ -102,6 +102,8 @@ MIN_CLEAN_LINE_WORDS = 6
 
 def fold(text: str) -> str:
     """Unicode-normalise (NFKC) and fold typographic quotes, dashes and spaces to ASCII forms."""
+    if text.isascii():  # nothing to fold; the common case once a text has been folded
+        return text
     return unicodedata.normalize("NFKC", text).translate(_QUOTE_FOLD)
 
 

@@ -137,6 +137,9 @@ class IngestReport:
     failed_feeds: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duration: float = 0.0
+    # Seconds spent in each stage (fetch, extract, dedupe, classify), summed over its calls;
+    # dedupe and classification overlap with extraction, so these add up to more than ``duration``.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from conftest import FIXTURES, shared_path
 from pipeline import classify as C
@@ -335,6 +335,89 @@ def test_classify_pending_uses_summary_when_text_is_missing(sqlite_store: Store,
         s.add(Article(canonical_url=url, url=url, title="", text="", summary=" ".join(case("p04")), fetched_at=T0))
     rep = classify_pending(sqlite_store, settings)
     assert rep.classified == 1 and rep.relevant == 1 and rep.story_ids == []
+
+
+def mirrors(store: Store) -> dict[int, str | None]:
+    with store.session() as s:
+        return dict(s.execute(select(Article.id, Article.classified_version)).tuples().all())
+
+
+def ids_of(ids: dict[str, int]) -> list[int]:
+    return [ids[k] for k in ("p01", "p13", "n01", "p02")]
+
+
+def test_pending_queue_is_articles_classified_version(store: Store, settings: Settings) -> None:
+    ids = seed_store(store)
+    v = C.get_classifier(settings).version
+    assert classify_pending(store, settings).classified == 4
+    assert mirrors(store) == dict.fromkeys(ids_of(ids), v)
+
+    # The queue is the article's column: a decision row with a current mirror is done, and
+    # a NULL mirror is pending even though its row exists.
+    with store.session() as s:
+        s.execute(update(Article).where(Article.id == ids["p02"]).values(classified_version=None))
+    before = rows(store)[ids["p01"]].classified_at
+    rep = classify_pending(store, settings)
+    assert rep.classified == 1 and rep.story_ids == []
+    assert rows(store)[ids["p01"]].classified_at == before
+    assert mirrors(store)[ids["p02"]] == v
+
+    # Stale versions on both sides of the current one, and NULLs, interleaved: all found, in
+    # id order, across batches; nothing else is touched.
+    stale = {ids["p01"]: "0.0+older", ids["n01"]: "zz+newer", ids["p13"]: None}
+    with store.session() as s:
+        for aid, ver in stale.items():
+            s.execute(update(Article).where(Article.id == aid).values(classified_version=ver))
+        assert C._pending_ids(s, v, 0, 10) == sorted(stale)
+        assert C._pending_ids(s, v, min(stale), 1) == [sorted(stale)[1]]
+        assert sorted(C._stale_versions(s, v)) == ["0.0+older", "zz+newer"]
+    p02_at = rows(store)[ids["p02"]].classified_at
+    old_batch, C.BATCH_SIZE = C.BATCH_SIZE, 1
+    try:
+        rep = classify_pending(store, settings)
+    finally:
+        C.BATCH_SIZE = old_batch
+    assert rep.classified == 3
+    assert mirrors(store) == dict.fromkeys(ids_of(ids), v)
+    assert {r.version for r in rows(store).values()} == {v}
+    assert rows(store)[ids["p02"]].classified_at == p02_at
+
+
+def test_pending_query_reads_the_index(store: Store, settings: Settings) -> None:
+    """Finding pending work reads the classified_version index, never the whole table."""
+    v = C.get_classifier(settings).version
+    with store.session() as s:
+        s.execute(Article.__table__.insert(), [
+            {"canonical_url": f"https://example.org/bg/{i}", "url": f"https://example.org/bg/{i}", "fetched_at": T0,
+             "classified_version": v if i % 1000 else (None if i % 2000 else "0.9+old")}
+            for i in range(1, 4001)
+        ])  # fmt: skip
+    with store.engine.begin() as c:
+        c.exec_driver_sql("ANALYZE")  # statistics as a long-running store has them
+    seen: list[tuple[str, object]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", grab)
+    try:
+        with store.session() as s:
+            assert len(C._pending_ids(s, v, 0, 500)) == 4
+    finally:
+        event.remove(store.engine, "before_cursor_execute", grab)
+    assert seen
+    pg = store.dialect == "postgresql"
+    with store.engine.connect() as c:
+        for statement, params in seen:
+            if pg:
+                plan = "\n".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + statement, params))
+                assert "Seq Scan on articles" not in plan, plan
+            else:
+                plan = "\n".join(r[-1] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+                assert not any(line.startswith("SCAN articles") for line in plan.splitlines()), plan
+                assert "PRIMARY KEY" not in plan, plan
+            assert "ix_articles_classified_version" in plan, plan
 
 
 # ---------------------------------------------------------------- CLI

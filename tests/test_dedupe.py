@@ -291,6 +291,47 @@ def test_store_assigns_copies_stories_and_traps(store: Store, settings: Settings
     assert again.assigned == 0
 
 
+def test_settler_settles_batches_in_its_own_process_then_the_rest(store: Store, settings: Settings):
+    from pipeline import ingest
+
+    with store.session() as s:
+        ledger = _add_article(s, "briefing_ledger.txt", T0, outlet="Ledger")
+        wire = _add_article(s, "briefing_wire.txt", T0 + timedelta(hours=1), outlet="Wire")
+        # Never submitted: an earlier, interrupted pass left it; the last pass takes it.
+        cricket = _add_article(s, "unrelated_cricket.txt", T0, outlet="Ledger")
+    settler = ingest.Settler(settings.model_copy(update={"database_url": store.url}))
+    settler.submit([ledger, wire])
+    result = settler.close(rest=True)
+    assert settler.errors == []
+    assert not settler.proc.is_alive()
+    assert (result.stories_new, result.duplicates, result.classified) == (2, 0, 3)
+    assert result.relevant >= 2 and result.dedupe_seconds > 0
+    _check_invariants(store)
+    with store.session() as s:
+        art = {a.id: a for a in s.scalars(select(Article))}
+        assert art[ledger].story_id == art[wire].story_id != art[cricket].story_id
+        assert s.scalar(select(func.count()).select_from(Classification)) == 3
+
+
+def test_settler_gone_is_reported_and_its_work_stays_pending(store: Store, settings: Settings):
+    from pipeline import ingest
+
+    with store.session() as s:
+        ledger = _add_article(s, "briefing_ledger.txt", T0, outlet="Ledger")
+    settler = ingest.Settler(settings.model_copy(update={"database_url": store.url}))
+    settler.proc.kill()
+    settler.proc.join(5)
+    settler.submit([ledger])
+    result = settler.close(rest=True)
+    # The caller learns the batches were not settled, and settles them itself.
+    assert settler.errors and "gone" in settler.errors[0]
+    assert result.stories_new == 0
+    with store.session() as s:
+        assert s.get(Article, ledger).story_id is None
+    assert ingest.settle(store, settings).stories_new == 1
+    _check_invariants(store)
+
+
 def test_store_later_articles_join_existing_stories(store: Store, settings: Settings):
     with store.session() as s:
         ledger = _add_article(s, "briefing_ledger.txt", T0, outlet="Ledger")

@@ -280,6 +280,40 @@ def test_extract_html_huge_page():
     assert "Paragraph 15999:" in art.text and word_count(art.text) > 250_000
 
 
+def _metadata_pages() -> list[tuple[str, bytes]]:
+    pages = [(f"https://news.example/{p.stem}", p.read_bytes()) for p in sorted(PAGES.glob("*.html"))]
+    pages.append(("https://news.example/wire", (FIXTURES / "dedupe" / "briefing_wire_page.html").read_bytes()))
+    bench = shared_path("data", "article-extraction-benchmark", "html")
+    if bench.is_dir():  # real pages of many sites, where present
+        import gzip
+
+        pages += [("", gzip.open(p).read()) for p in sorted(bench.glob("*.html.gz"))[:40]]
+    return pages
+
+
+def test_page_metadata_matches_trafilaturas_own():
+    """The metadata steps taken from trafilatura give what its full ``extract_metadata``
+    gives for the fields an article keeps (a guard for trafilatura upgrades)."""
+    from copy import deepcopy
+
+    import trafilatura
+    from trafilatura.metadata import extract_metadata
+
+    from pipeline.extract import DATE_PARAMS, _page_metadata
+
+    pages = _metadata_pages()
+    assert len(pages) >= 5
+    dated = 0
+    for url, html in pages:
+        tree = trafilatura.load_html(html)
+        ours = _page_metadata(deepcopy(tree), url)
+        theirs = extract_metadata(deepcopy(tree), url or None, dict(DATE_PARAMS))
+        for field in ("title", "author", "sitename", "description", "date", "url"):
+            assert getattr(ours, field) == getattr(theirs, field), (url, field)
+        dated += bool(ours.date)
+    assert dated >= 3  # the comparison covers real dates, not only missing ones
+
+
 def test_choose_published():
     fetched = datetime(2024, 6, 1, 12, tzinfo=UTC)
     feed, pg = datetime(2024, 5, 31, tzinfo=UTC), datetime(2024, 5, 30, tzinfo=UTC)

@@ -156,6 +156,10 @@ class Article(Base):
     dedupe_reason: Mapped[str | None] = mapped_column(String(32))
     similarity: Mapped[float | None] = mapped_column(Float)
     clustered_at: Mapped[datetime | None]
+    # The version of the article's current classification (NULL: never classified), kept in
+    # step by every writer of ``classifications``: the pending queue is then an index range
+    # on this table instead of an anti-join over the whole store.
+    classified_version: Mapped[str | None] = mapped_column(String(32), index=True)
 
     aliases: Mapped[list[ArticleUrl]] = relationship(back_populates="article", cascade="all, delete-orphan")
     classification: Mapped[Classification | None] = relationship(
