@@ -632,6 +632,14 @@ def _warm_os_cache(store) -> float:
     return round(time.perf_counter() - t, 1)
 
 
+def _clear_feature_cache() -> None:
+    from pipeline import dedupe
+
+    cache = getattr(dedupe, "_FEATURES", None)
+    if cache is not None:
+        cache.data.clear()
+
+
 def _measure_dedupe(store, settings, wl, anchor, n_probes: int) -> dict:
     from pipeline import dedupe
 
@@ -793,7 +801,17 @@ def section_scaling(ctx: Ctx) -> None:
                                      "obtained_seconds": round(bc.wall, 1), "cached": bc.wall < m.build_seconds * 0.5,
                                      "store_mb": round(m.bytes / 2**20), "rows": m.rows}
                 log(f"scaling {backend} {n:,}: dedupe")
-                r["dedupe"] = _measure_dedupe(store, settings, ctx.wl, m.anchor_at, p["probes"])
+                # Best of `repeat` rounds, each from the same state (probes removed, features
+                # cache emptied): a round that meets a database checkpoint or another process's
+                # burst measures those, not dedupe. Every round's figure is kept.
+                rounds = []
+                for i in range(p["repeat"]):
+                    if i:
+                        stores.reset(store, m)
+                    _clear_feature_cache()
+                    rounds.append(_measure_dedupe(store, settings, ctx.wl, m.anchor_at, p["probes"]))
+                r["dedupe"] = min(rounds, key=lambda x: x["ms_per_article"])
+                r["dedupe"]["rounds_ms_per_article"] = [x["ms_per_article"] for x in rounds]
                 chk = _measure_check(store, settings, ctx.wl, m.anchor_at, min(p["probes"], 100), p["check_repeat"])
                 if chk is not None:
                     r["dedupe_check"] = chk

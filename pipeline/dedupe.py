@@ -272,15 +272,14 @@ class DfTable:
         return self.idf("\x00" + name)
 
 
-def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
-    if not a or not b:
+def _cosine(a: _Vector, b: _Vector) -> float:
+    (va, na), (vb, nb) = a, b
+    if not va or not vb:
         return 0.0
-    if len(a) > len(b):
-        a, b = b, a
-    dot = sum(v * b[k] for k, v in a.items() if k in b)
-    if not dot:
-        return 0.0
-    return dot / math.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
+    if len(va) > len(vb):
+        va, vb = vb, va
+    dot = sum(v * vb[k] for k, v in va.items() if k in vb)
+    return dot / math.sqrt(na * nb) if dot else 0.0
 
 
 @dataclass(frozen=True)
@@ -291,13 +290,21 @@ class PairScore:
     content: float
 
 
-def _vectors(f: Features, df: DfTable) -> tuple[dict[str, float], dict[str, float]]:
+# A weighted vector and its squared norm (computed once: one article is compared with many).
+_Vector = tuple[dict[str, float], float]
+
+
+def _vector(weights: dict[str, float]) -> _Vector:
+    return weights, sum(v * v for v in weights.values())
+
+
+def _vectors(f: Features, df: DfTable) -> tuple[_Vector, _Vector]:
     """Sublinear tf × idf vectors of content terms and names, cached on the features per df version."""
     key = (id(df), df.version)
     hit = f._vectors.get(key)
     if hit is None:
-        terms = {t: (1.0 + math.log(c)) * df.idf(t) for t, c in f.terms.items()}
-        names = {n: (1.0 + math.log(c)) * df.name_idf(n) for n, c in f.names.items()}
+        terms = _vector({t: (1.0 + math.log(c)) * df.idf(t) for t, c in f.terms.items()})
+        names = _vector({n: (1.0 + math.log(c)) * df.name_idf(n) for n, c in f.names.items()})
         f._vectors.clear()
         hit = f._vectors[key] = (terms, names)
     return hit
@@ -702,9 +709,15 @@ class _StoreIndex:
         self._planned = False
 
     def _sql(self, sql: str, params: list) -> list:
-        if not self.sqlite:
-            sql = sql.replace("?", "%s")
-        result = self.s.connection().exec_driver_sql(sql, tuple(params))
+        if self.sqlite:
+            # The driver's cursor on the session's connection (same transaction): these run
+            # several times per article, and SQLAlchemy's result layer costs as much as the query.
+            cur = self.s.connection().connection.cursor()
+            try:
+                return cur.execute(sql, params).fetchall()
+            finally:
+                cur.close()
+        result = self.s.connection().exec_driver_sql(sql.replace("?", "%s"), tuple(params))
         return result.fetchall() if result.returns_rows else []
 
     def _dt(self, d: datetime):
@@ -756,8 +769,9 @@ class _StoreIndex:
             )
             sql = " UNION ALL ".join(f"{part}{i}" for i in range(len(keys)))
             params: list = []
+            bounds = [self._dt(lo), self._dt(hi)] if lo is not None else []
             for _, k in keys:
-                params += [k, self._dt(lo), self._dt(hi)] if lo is not None else [k]
+                params += [k, *bounds]
             rows += [(2, k, a, st) for k, a, st in self._sql(sql, params)]
         return rows
 

@@ -107,7 +107,7 @@ def word_count(text: str) -> int:
 
 # The regex module's \w includes combining marks; the re module's splits "है" in two.
 _WORD_RE = regex.compile(r"\w+")
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _KEY_STRIP = re.compile(r"[\W_]+")
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
@@ -185,7 +185,9 @@ def _key(line: str) -> str:
 
 
 def _norm_line(line: str) -> str:
-    return _SPACES.sub(" ", line.translate(_INVISIBLE)).strip()
+    if not line.isascii():  # the invisible characters are all non-ASCII
+        line = _INVISIBLE.sub("", line)
+    return _SPACES.sub(" ", line).strip()
 
 
 def _starts_with(lowered: str, prefixes: Iterable[str]) -> bool:
