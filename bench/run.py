@@ -101,8 +101,10 @@ def _descendants() -> dict[int, tuple[float, int | None]]:
                 continue
             with contextlib.suppress(psutil.Error):
                 t = c.cpu_times()
-                out[c.pid] = (t.user + t.system, None)  # kept if the process ends before its memory is read
-                out[c.pid] = (t.user + t.system, c.memory_full_info().pss)
+                pss = None
+                with contextlib.suppress(psutil.Error):  # the process ended before its memory was read
+                    pss = c.memory_full_info().pss
+                out[c.pid] = (t.user + t.system, pss)
     return out
 
 

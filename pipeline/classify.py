@@ -43,7 +43,7 @@ from pathlib import Path
 from sqlalchemy import column, func, or_, select, text, union_all, update
 
 from pipeline.config import DATA_DIR, Settings
-from pipeline.store import Article, Classification as ClassificationRow, Store, utcnow
+from pipeline.store import Article, Classification as ClassificationRow, Store, dialect_insert, utcnow
 from pipeline.types import Classification, ClassifyReport, Evidence
 
 # Bump when the rules in this module change; data and profile changes are hashed in.
@@ -1067,10 +1067,7 @@ def _classify_ids(store: Store, clf: Classifier, ids: Sequence[int]) -> Classify
 
 def _upsert(session, values: list[dict]) -> None:
     """Store decisions and mirror their versions onto ``articles.classified_version``."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(ClassificationRow).values(values)
+    stmt = dialect_insert(session, ClassificationRow).values(values)
     cols = ("version", "score", "relevant", "dyads", "topics", "evidence", "classified_at")
     session.execute(
         stmt.on_conflict_do_update(index_elements=["article_id"], set_={c: stmt.excluded[c] for c in cols})

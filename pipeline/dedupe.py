@@ -51,6 +51,7 @@ from pipeline.store import (
     Store,
     Story,
     StoryKey,
+    chunked,
     lock,
     utcnow,
 )
@@ -856,12 +857,6 @@ def _df_table(session: Session, store_key: str, cfg: DedupeSettings) -> DfTable:
     return df
 
 
-def _chunks(values: Iterable, n: int = 500):
-    values = list(values)
-    for i in range(0, len(values), n):
-        yield values[i : i + n]
-
-
 class _SameArticle:
     """Same-article lookups (canonical URL, alias, feed GUID) for one batch of pending articles.
 
@@ -872,19 +867,20 @@ class _SameArticle:
 
     def __init__(self, s: Session, pending: Sequence[Article]) -> None:
         self.urls: dict[int, set[str]] = {a.id: {a.canonical_url} for a in pending}
-        for ids in _chunks(self.urls):
-            for aid, url in s.execute(select(ArticleUrl.article_id, ArticleUrl.url).where(ArticleUrl.article_id.in_(ids))):
+        for ids in chunked(self.urls):
+            q = select(ArticleUrl.article_id, ArticleUrl.url).where(ArticleUrl.article_id.in_(ids))
+            for aid, url in s.execute(q):
                 self.urls[aid].add(url)
         # url → (id, story, copy of) of a clustered article; canonical URLs first, then aliases.
         self.by_url: dict[str, tuple[int, int, int | None]] = {}
         all_urls = sorted(set().union(*self.urls.values())) if self.urls else []
-        for chunk in _chunks(all_urls):
+        for chunk in chunked(all_urls):
             q = select(Article.canonical_url, Article.id, Article.story_id, Article.duplicate_of_id).where(
                 Article.canonical_url.in_(chunk), Article.story_id.is_not(None)
             )
             for url, *hit in s.execute(q.order_by(Article.id)):
                 self.by_url.setdefault(url, tuple(hit))
-        for chunk in _chunks(all_urls):
+        for chunk in chunked(all_urls):
             q = (
                 select(ArticleUrl.url, Article.id, Article.story_id, Article.duplicate_of_id)
                 .join(Article, Article.id == ArticleUrl.article_id)
@@ -895,7 +891,7 @@ class _SameArticle:
         # guid → [(id, site, story, copy of)] in id order.
         self.by_guid: dict[str, list[tuple[int, str, int, int | None]]] = {}
         guids = sorted({g for g in (self._guid(a) for a in pending) if g})
-        for chunk in _chunks(guids):
+        for chunk in chunked(guids):
             q = select(Article.guid, Article.id, Article.site, Article.story_id, Article.duplicate_of_id).where(
                 Article.guid.in_(chunk), Article.story_id.is_not(None)
             )
@@ -1040,7 +1036,7 @@ def refresh_stories(session: Session, story_ids: Iterable[int]) -> None:
     union of members' labels (classified members only).
     """
     ids = sorted(set(story_ids))
-    for chunk in (ids[i : i + 500] for i in range(0, len(ids), 500)):
+    for chunk in chunked(ids):
         members: dict[int, list] = {}
         rows = session.execute(
             select(

@@ -44,6 +44,7 @@ from pipeline.store import (
     Feed,
     Store,
     Story,
+    chunked,
     insert_ignore,
     lock,
     utcnow,
@@ -82,7 +83,6 @@ UPDATE_WEIGHT = 0.6
 RECENCY_HALF_LIFE_H = 24.0
 # Articles are clustered some time after they are fetched; look this far back by fetch time.
 FETCH_SLACK = timedelta(days=1)
-_CHUNK = 500
 _LOCK = "newsmon.digest"
 _ALERT_LOCK = "newsmon.alerts"
 MAX_TITLE_CHARS = 300
@@ -337,12 +337,6 @@ class _Member:
     judged_relevant_at: datetime | None = None  # when the classifier found it relevant
 
 
-def _chunks(ids: Sequence[int], n: int = _CHUNK) -> Iterable[list[int]]:
-    ids = list(ids)
-    for i in range(0, len(ids), n):
-        yield ids[i : i + n]
-
-
 def _candidates(s: Session, horizon: datetime, end: datetime, open_since: datetime) -> set[int]:
     """Ids of relevant stories that may be in the period (a superset; _plan decides)."""
     relevant = Story.relevant.is_(True)
@@ -393,7 +387,7 @@ def _members(s: Session, story_ids: Iterable[int]) -> dict[int, list[_Member]]:
         Classification.relevant,
         Classification.classified_at,
     )
-    for chunk in _chunks(sorted(story_ids)):
+    for chunk in chunked(sorted(story_ids)):
         q = (
             select(*cols)
             .outerjoin(Feed, Feed.id == Article.feed_id)
@@ -431,7 +425,7 @@ class _Coverage:
 
 def _coverage(s: Session, story_ids: Iterable[int], exclude_digest: int | None) -> dict[int, _Coverage]:
     out: dict[int, _Coverage] = {}
-    for chunk in _chunks(sorted(story_ids)):
+    for chunk in chunked(sorted(story_ids)):
         q = (
             select(DigestStory.story_id, DigestStory.article_ids, Digest.period_end)
             .join(Digest, Digest.id == DigestStory.digest_id)
@@ -507,7 +501,7 @@ def _plan(
     story_window = timedelta(hours=settings.dedupe.story_window_hours)
     ids = _candidates(s, horizon, end, end - story_window)
     stories = {}
-    for chunk in _chunks(sorted(ids)):
+    for chunk in chunked(sorted(ids)):
         for st in s.execute(
             select(*_STORY_COLS).where(Story.id.in_(chunk))
         ):
@@ -577,7 +571,7 @@ def _summary_source(d: _Draft) -> int:
 
 def _texts(s: Session, article_ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
     out = {}
-    for chunk in _chunks(sorted(set(article_ids))):
+    for chunk in chunked(sorted(set(article_ids))):
         for aid, text, summary, title in s.execute(
             select(Article.id, Article.text, Article.summary, Article.title).where(Article.id.in_(chunk))
         ):

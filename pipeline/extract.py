@@ -40,7 +40,18 @@ import regex
 from sqlalchemy import bindparam, func, select, update
 
 from pipeline.config import DATA_DIR, Settings
-from pipeline.store import Article, ArticleUrl, Entry, Feed, Store, insert_ignore, lock, utcnow
+from pipeline.store import (
+    Article,
+    ArticleUrl,
+    Entry,
+    Feed,
+    Store,
+    chunked,
+    dialect_insert,
+    insert_ignore,
+    lock,
+    utcnow,
+)
 from pipeline.text import content_hash
 from pipeline.types import DateSource, ExtractedArticle, ExtractionStatus, ExtractReport
 from pipeline.urls import InvalidURL, canonical_url, site_of
@@ -1054,7 +1065,7 @@ def _existing_articles(session: Any, groups: list[Iterable[str]]) -> list[int | 
     keys = sorted({u for g in groups for u in g})
     by_alias: dict[str, int] = {}
     by_canonical: dict[str, int] = {}
-    for chunk in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+    for chunk in chunked(keys):
         q = select(ArticleUrl.url, ArticleUrl.article_id).where(ArticleUrl.url.in_(chunk))
         by_alias.update(session.execute(q).tuples().all())
         q = select(Article.canonical_url, Article.id).where(Article.canonical_url.in_(chunk))
@@ -1099,11 +1110,8 @@ def _insert_articles(session: Any, rows: list[dict[str, Any]]) -> dict[str, int]
     """Insert new articles (skipping canonical URLs stored meanwhile); canonical URL → id of those inserted."""
     if not rows:
         return {}
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     stmt = (
-        dialect.insert(Article)
+        dialect_insert(session, Article)
         .on_conflict_do_nothing(index_elements=["canonical_url"])
         .returning(Article.canonical_url, Article.id)
     )
@@ -1285,9 +1293,10 @@ def extract_pending(
     Pages are fetched on threads and extracted in ``ingest.extract_workers``
     processes; results are committed every ``ingest.batch_size`` pages, each
     batch in one transaction, so an interrupted run loses only the pages it had
-    not committed yet (their entries stay pending) and the next run picks them up. Articles are unique by canonical
-    URL in the database: two runs racing store one article. Only a failure of
-    the store raises; a page's failure is recorded on its entry.
+    not committed yet (their entries stay pending) and the next run picks them
+    up. Articles are unique by canonical URL in the database: two runs racing
+    store one article. Only a failure of the store raises; a page's failure is
+    recorded on its entry.
 
     ``on_batch`` is called with the ids of the articles each committed batch
     created, while the next pages are still being fetched and extracted: the

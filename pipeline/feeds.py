@@ -42,7 +42,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from pipeline.config import Settings
 from pipeline.fetcher import FetchError, Fetcher, HTTPStatusError, check_url
 from pipeline.store import Entry as EntryRow
-from pipeline.store import Feed, Store, insert_ignore, lock, utcnow
+from pipeline.store import Feed, Store, chunked, insert_ignore, lock, utcnow
 from pipeline.types import Entry, FeedResult, FeedSpec, FetchOutcome, FetchReport
 from pipeline.urls import InvalidURL, canonical_url
 
@@ -571,8 +571,8 @@ def _load_states(store: Store, feed_ids: Iterable[int]) -> list[_FeedState]:
     ids = list(dict.fromkeys(feed_ids))
     states: list[_FeedState] = []
     with store.session() as s:
-        for i in range(0, len(ids), 500):
-            for f in s.scalars(select(Feed).where(Feed.id.in_(ids[i : i + 500]))):
+        for chunk in chunked(ids):
+            for f in s.scalars(select(Feed).where(Feed.id.in_(chunk))):
                 states.append(_FeedState(f.id, f.name, f.url, f.etag, f.last_modified))
     order = {fid: n for n, fid in enumerate(ids)}
     states.sort(key=lambda st: order[st.id])
@@ -726,26 +726,16 @@ def _record(
             rows = _entry_rows(settings, feed_id, result.entries, now, run_id)
             keys = [r["guid_key"] for r in rows]
             existing: set[str] = set()
-            for i in range(0, len(keys), 500):
-                existing.update(
-                    s.scalars(
-                        select(EntryRow.guid_key).where(
-                            EntryRow.feed_id == feed_id, EntryRow.guid_key.in_(keys[i : i + 500])
-                        )
-                    )
-                )
+            for chunk in chunked(keys):
+                q = select(EntryRow.guid_key).where(EntryRow.feed_id == feed_id, EntryRow.guid_key.in_(chunk))
+                existing.update(s.scalars(q))
             new_rows = [r for r in rows if r["guid_key"] not in existing]
             insert_ignore(s, EntryRow, new_rows, "feed_id", "guid_key")
             pending_keys = [r["guid_key"] for r in new_rows if r["status"] == "pending"]
             ids: list[int] = []
-            for i in range(0, len(pending_keys), 500):
-                ids.extend(
-                    s.scalars(
-                        select(EntryRow.id).where(
-                            EntryRow.feed_id == feed_id, EntryRow.guid_key.in_(pending_keys[i : i + 500])
-                        )
-                    )
-                )
+            for chunk in chunked(pending_keys):
+                q = select(EntryRow.id).where(EntryRow.feed_id == feed_id, EntryRow.guid_key.in_(chunk))
+                ids.extend(s.scalars(q))
             if new_rows:
                 feed.last_new_entry_at = now
             recorded = RecordedResult(tuple(sorted(ids)), len(new_rows), len(rows) - len(new_rows), len(rows))

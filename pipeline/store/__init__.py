@@ -8,7 +8,7 @@ failing. PostgreSQL is the store for several workers.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +50,8 @@ __all__ = [
     "Store",
     "Story",
     "StoryKey",
+    "chunked",
+    "dialect_insert",
     "insert_ignore",
     "utcnow",
 ]
@@ -148,6 +150,23 @@ def alembic_config(url: str):  # -> alembic.config.Config
     return cfg
 
 
+# Values per IN (...) list: well under every backend's limit on bound parameters.
+IN_CHUNK = 500
+
+
+def chunked(values: Iterable[Any], n: int = IN_CHUNK) -> Iterator[list[Any]]:
+    """``values`` in lists of at most ``n``, for ``IN (...)`` queries."""
+    values = list(values)
+    for i in range(0, len(values), n):
+        yield values[i : i + n]
+
+
+def dialect_insert(session: Session, model: type[Base]):
+    """The INSERT of the session's backend (PostgreSQL or SQLite), which has ON CONFLICT clauses."""
+    dialect_mod = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect_mod.insert(model)
+
+
 def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]], *conflict: str):
     """INSERT … ON CONFLICT DO NOTHING on either dialect; returns the result.
 
@@ -156,9 +175,7 @@ def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]
     """
     if not rows:
         return None
-    name = session.get_bind().dialect.name
-    dialect_mod = postgresql if name == "postgresql" else sqlite
-    stmt = dialect_mod.insert(model).values(rows)
+    stmt = dialect_insert(session, model).values(rows)
     stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict) or None)
     return session.execute(stmt)
 
