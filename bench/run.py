@@ -85,13 +85,16 @@ _ACTIVE: list[PeakMemory] = []
 _ACTIVE_LOCK = threading.Lock()
 # Child processes that are not the pipeline's (the loopback site standing in for the web).
 NOT_MEASURED: set[int] = set()
-# Reading a process's proportional set size costs ~0.6 ms: polling five processes every
-# 100 ms takes ~3% of one core, and one poll serves every nested block.
+# CPU times are read every 100 ms (cheap), so that a worker's last figures are caught
+# before it exits. A process's proportional set size costs ~1 ms to read (the kernel walks
+# its pages), so memory is read every fifth poll: reading it every time took ~4% of a core
+# away from the pipeline being measured. One poll serves every nested block.
 SAMPLE_SECONDS = 0.1
+MEMORY_EVERY = 5
 
 
-def _descendants() -> dict[int, tuple[float, int | None]]:
-    """pid → (CPU seconds, proportional set size in bytes) of the processes below this one."""
+def _descendants(memory: bool = True) -> dict[int, tuple[float, int | None]]:
+    """pid → (CPU seconds, proportional set size in bytes or None) of the processes below this one."""
     import psutil
 
     out: dict[int, tuple[float, int | None]] = {}
@@ -102,16 +105,18 @@ def _descendants() -> dict[int, tuple[float, int | None]]:
             with contextlib.suppress(psutil.Error):
                 t = c.cpu_times()
                 pss = None
-                with contextlib.suppress(psutil.Error):  # the process ended before its memory was read
-                    pss = c.memory_full_info().pss
+                if memory:
+                    with contextlib.suppress(psutil.Error):  # the process ended before its memory was read
+                        pss = c.memory_full_info().pss
                 out[c.pid] = (t.user + t.system, pss)
     return out
 
 
 class PeakMemory:
     """Peak memory over a block: this process (kernel high-water mark of its RSS, reset at
-    entry) plus the processes below it (fork server, extraction workers, settler; sampled
-    every 100 ms by one thread for all nested blocks). Those are counted by proportional
+    entry) plus the processes below it (fork server, extraction workers, settler; their
+    memory sampled every half second, their CPU every 100 ms, by one thread for all nested
+    blocks). Those are counted by proportional
     set size, so pages the workers share with the fork server they were forked from are
     counted once. The samples also sum their CPU time (they are not this process's
     children to wait for, so ``RUSAGE_CHILDREN`` does not see them)."""
@@ -142,14 +147,16 @@ class PeakMemory:
             # A process first seen inside the block was born in it: all its CPU counts.
             self._cpu_first.setdefault(pid, cpu if initial else 0.0)
             self._cpu_last[pid] = cpu
-        if not initial:
+        if not initial and any(pss is not None for _, pss in sample.values()):
             total = sum(pss or 0 for _, pss in sample.values())
             self.children_mb = max(self.children_mb, total / 2**20)
         self.children_cpu = sum(v - self._cpu_first[k] for k, v in self._cpu_last.items())
 
     def _sample(self) -> None:
+        polls = 0
         while not self._stop.wait(SAMPLE_SECONDS):
-            sample = _descendants()
+            polls += 1
+            sample = _descendants(memory=polls % MEMORY_EVERY == 0)
             with _ACTIVE_LOCK:
                 for block in _ACTIVE:
                     block._take(sample)

@@ -40,6 +40,7 @@ import numpy as np
 from datasketch import MinHash
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from pipeline import text as T
 from pipeline.config import DedupeSettings, Settings
@@ -47,10 +48,8 @@ from pipeline.store import (
     Article,
     ArticleUrl,
     Classification,
-    MinhashBand,
     Store,
     Story,
-    StoryKey,
     chunked,
     lock,
     utcnow,
@@ -253,6 +252,9 @@ class DfTable:
         self.n = prior_docs
         self.df: Counter = Counter()
         self.smoothing = smoothing
+        # Weights of the terms seen since the last change: one batch's articles and
+        # their candidates share most of their vocabulary.
+        self._idf: dict[str, float] = {}
         if prior_docs:
             for t in DOMAIN_COMMON_TERMS:
                 self.df[t] = prior_docs
@@ -264,10 +266,14 @@ class DfTable:
         self.n += 1
         self.df.update(f.terms.keys())
         self.df.update("\x00" + n for n in f.names)
+        self._idf.clear()
 
     def idf(self, term: str) -> float:
-        n = self.n + self.smoothing
-        return math.log((n + 1) / (self.df.get(term, 0) + 1)) + 1.0
+        w = self._idf.get(term)
+        if w is None:
+            n = self.n + self.smoothing
+            w = self._idf[term] = math.log((n + 1) / (self.df.get(term, 0) + 1)) + 1.0
+        return w
 
     def name_idf(self, name: str) -> float:
         return self.idf("\x00" + name)
@@ -299,13 +305,22 @@ def _vector(weights: dict[str, float]) -> _Vector:
     return weights, sum(v * v for v in weights.values())
 
 
+_TF_TABLE = [0.0] + [1.0 + math.log(c) for c in range(1, 64)]
+
+
+def _tf(count: int) -> float:
+    """Sublinear term frequency, 1 + ln(count) (a table for the usual small counts)."""
+    return _TF_TABLE[count] if count < 64 else 1.0 + math.log(count)
+
+
 def _vectors(f: Features, df: DfTable) -> tuple[_Vector, _Vector]:
     """Sublinear tf × idf vectors of content terms and names, cached on the features per df version."""
     key = (id(df), df.version)
     hit = f._vectors.get(key)
     if hit is None:
-        terms = _vector({t: (1.0 + math.log(c)) * df.idf(t) for t, c in f.terms.items()})
-        names = _vector({n: (1.0 + math.log(c)) * df.name_idf(n) for n, c in f.names.items()})
+        idf = df.idf
+        terms = _vector({t: _tf(c) * idf(t) for t, c in f.terms.items()})
+        names = _vector({n: _tf(c) * idf("\x00" + n) for n, c in f.names.items()})
         f._vectors.clear()
         hit = f._vectors[key] = (terms, names)
     return hit
@@ -683,6 +698,8 @@ _PG_LOOKUP = (
     "UNION ALL SELECT 2, u.key, p.article_id, p.story_id FROM unnest($4) AS u(key) CROSS JOIN LATERAL "
     "(SELECT article_id, story_id FROM story_keys WHERE key = u.key{window} ORDER BY at DESC LIMIT $5) p"
 )
+_PG_BANDS_INSERT = "INSERT INTO minhash_bands (band, hash, article_id) VALUES "
+_PG_KEYS_INSERT = "INSERT INTO story_keys (key, kind, at, article_id, story_id) VALUES "
 _PG_STATEMENTS = {
     "newsmon_dedupe_lookup": ("text, smallint[], bigint[], bigint[], integer", _PG_LOOKUP.format(window="")),
     "newsmon_dedupe_lookup_window": (
@@ -721,8 +738,8 @@ class _StoreIndex:
         result = self.s.connection().exec_driver_sql(sql.replace("?", "%s"), tuple(params))
         return result.fetchall() if result.returns_rows else []
 
-    def _dt(self, d: datetime):
-        if self.sqlite:  # the text format UTCDateTime stores
+    def _dt(self, d: datetime | None):
+        if self.sqlite and d is not None:  # the text format UTCDateTime stores
             return d.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
         return d
 
@@ -807,6 +824,31 @@ class _StoreIndex:
 
     def story_of(self, ref):
         return self._story.get(ref)
+
+    def add(
+        self, article_id: int, story_id: int, at: datetime, bands: list[tuple[int, int]], keys: list[tuple[int, int]]
+    ) -> None:
+        """Store an assigned article's band signatures and story keys, where the next
+        articles' lookups (same transaction) find them. Driver-level, one statement per
+        table: through SQLAlchemy's executemany these two inserts cost twice as much."""
+        band_rows = [(b, h, article_id) for b, h in bands]
+        key_rows = [(k, kind, self._dt(at), article_id, story_id) for kind, k in keys]
+        cur = self.s.connection().connection.cursor()
+        try:
+            if self.sqlite:
+                if band_rows:
+                    cur.executemany("INSERT INTO minhash_bands (band, hash, article_id) VALUES (?, ?, ?)", band_rows)
+                if key_rows:
+                    cur.executemany(
+                        "INSERT INTO story_keys (key, kind, at, article_id, story_id) VALUES (?, ?, ?, ?, ?)", key_rows
+                    )
+            else:  # one multi-row VALUES each (a driver's executemany is a round trip per row)
+                for head, rows in ((_PG_BANDS_INSERT, band_rows), (_PG_KEYS_INSERT, key_rows)):
+                    if rows:
+                        row_marks = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+                        cur.execute(head + ", ".join([row_marks] * len(rows)), [v for row in rows for v in row])
+        finally:
+            cur.close()
 
     def load(self, refs):
         refs = list(refs)
@@ -989,33 +1031,30 @@ def _assign_one(
     d = same.find(a) or decide(f, at, index, df, cfg, bands)
     now = utcnow()
     new_story = d.story is None
+    # Core statements, not the unit of work: one article at a time, its flushes cost more
+    # than the statements they send. The next article's lookups read these rows.
     if new_story:
-        story = Story(
-            title=a.title or "", first_seen_at=now, first_published_at=at, updated_at=now, lead_article_id=a.id
-        )
-        s.add(story)
-        s.flush()
-        story_id = story.id
+        story_id = s.execute(
+            _STORY_INSERT,
+            {"title": a.title or "", "first_seen_at": now, "first_published_at": at, "updated_at": now,
+             "lead_article_id": a.id},
+        ).scalar_one()
     else:
         story_id = int(d.story)
-    a.story_id = story_id
-    a.duplicate_of_id = int(d.duplicate_of) if d.duplicate_of is not None else None
-    a.dedupe_reason = d.reason
-    a.similarity = d.similarity
-    a.clustered_at = now
-    a.content_hash = f.content_hash
-    if not a.word_count:
-        a.word_count = f.n_words
-    s.flush()
+    values = {
+        "story_id": story_id,
+        "duplicate_of_id": int(d.duplicate_of) if d.duplicate_of is not None else None,
+        "dedupe_reason": d.reason,
+        "similarity": d.similarity,
+        "clustered_at": now,
+        "content_hash": f.content_hash,
+        "word_count": a.word_count or f.n_words,
+    }
+    s.execute(_ARTICLE_ASSIGN, {"b_id": a.id, **values})
+    for name, value in values.items():  # the loaded object agrees with its row, and is not dirty
+        set_committed_value(a, name, value)
     same.add(a)
-    if bands:
-        s.execute(MinhashBand.__table__.insert(), [{"band": b, "hash": h, "article_id": a.id} for b, h in bands])
-    keys = f.keys()
-    if keys:
-        s.execute(
-            StoryKey.__table__.insert(),
-            [{"key": k, "kind": kind, "at": at, "article_id": a.id, "story_id": story_id} for kind, k in keys],
-        )
+    index.add(a.id, story_id, at, bands, f.keys())
     return StoryAssignment(
         article_id=a.id,
         story_id=story_id,
@@ -1024,6 +1063,20 @@ def _assign_one(
         similarity=d.similarity,
         reason=d.reason,
     )
+
+
+_STORY_INSERT = (
+    Story.__table__.insert()
+    .values({c: bindparam(c) for c in ("title", "first_seen_at", "first_published_at", "updated_at", "lead_article_id")})
+    .returning(Story.__table__.c.id)
+)
+_ARTICLE_ASSIGN = (
+    Article.__table__.update()
+    .where(Article.__table__.c.id == bindparam("b_id"))
+    .values({c: bindparam(c) for c in (
+        "story_id", "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at", "content_hash", "word_count",
+    )})
+)  # fmt: skip
 
 
 def refresh_stories(session: Session, story_ids: Iterable[int]) -> None:

@@ -29,7 +29,7 @@ import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -671,7 +671,11 @@ def extract_feed_text(
 ) -> ExtractedArticle:
     """An article from the feed's own content or summary (HTML or text): status
     FALLBACK with ``error`` as the reason, or FAILED when the feed has no text."""
-    text = clean_text(html_to_text(feed_text), title=feed_title)
+    return _feed_article(html_to_text(feed_text), url, feed_title=feed_title, error=error)
+
+
+def _feed_article(plain: str, url: str, *, feed_title: str, error: str | None = None) -> ExtractedArticle:
+    text = clean_text(plain, title=feed_title)
     title = _norm_line(html_to_text(feed_title).replace("\n", " "))
     if not text:
         return ExtractedArticle(
@@ -710,8 +714,11 @@ def extract_html(
     words = word_count(text)
     title = _norm_line(html_to_text(feed_title).replace("\n", " ")) or page.title
     site = site_of(url) if url else page.sitename
-    if feed_text:
-        fallback = extract_feed_text(feed_text, url, feed_title=feed_title)
+    feed_plain = html_to_text(feed_text) if feed_text else ""
+    # Cleaning only removes lines and characters, so the plain text's word count bounds
+    # the cleaned one: a feed text too short to be preferred to a full page is not cleaned.
+    if feed_plain and (words < min_words or word_count(feed_plain) >= FEED_PREFERRED_RATIO * words):
+        fallback = _feed_article(feed_plain, url, feed_title=feed_title)
         feed_words = word_count(fallback.text)
         if words < min_words:
             reason = page.error or (f"page text too short ({words} words)" if words else "no article text found on the page")
@@ -1218,10 +1225,17 @@ def _pending_query(entry_ids: list[int] | None):
 
 
 def _load_jobs(
-    store: Store, settings: Settings, entry_ids: list[int] | None, after_id: int, report: ExtractReport
+    store: Store,
+    settings: Settings,
+    entry_ids: list[int] | None,
+    after_id: int,
+    report: ExtractReport,
+    unwritten: dict[str, _Job],
 ) -> tuple[list[_Job], int, int]:
     """The next chunk of pending entries as jobs; entries already stored, too old or
-    unfetchable are settled here. Returns (jobs, last entry id, entries settled)."""
+    unfetchable are settled here. An entry whose page is already queued (a job in
+    ``unwritten``, by canonical URL) joins that job. Returns (jobs, last entry id,
+    entries settled)."""
     cutoff = utcnow() - timedelta(days=settings.ingest.max_entry_age_days)
     jobs: dict[str, _Job] = {}
     settled = 0
@@ -1245,6 +1259,10 @@ def _load_jobs(
                 report.failed += 1
                 report.errors.append(f"entry {entry.id}: invalid link {entry.link[:200]!r}")
                 settled += 1
+                continue
+            queued = unwritten.get(key)
+            if queued is not None:  # its page is being fetched: the entry is settled with it
+                queued.entry_ids.append(entry.id)
                 continue
             if existing is not None:
                 insert_ignore(s, ArticleUrl, _alias_rows(existing, [entry.link]), "url")
@@ -1314,25 +1332,38 @@ def extract_pending(
     pool = ExtractionPool(settings.ingest.extract_workers, settings.ingest.extract_timeout, settings.ingest.extract_memory_mb)
     fetcher = Fetcher(settings.http)
     after_id = 0
-    try:
+    # Jobs queued or finished but not yet written, by canonical URL. Loading and
+    # writing both happen on this thread, so an entry joining a job here is always
+    # written with it.
+    unwritten: dict[str, _Job] = {}
+
+    def more_jobs() -> list[_Job] | None:
+        """Jobs for the next pending entries; None when no entry is left."""
+        nonlocal after_id, done
         while True:
-            jobs, after_id, settled = _load_jobs(store, settings, entry_ids, after_id, report)
+            start = after_id
+            jobs, after_id, settled = _load_jobs(store, settings, entry_ids, after_id, report, unwritten)
             done += settled
             if progress and settled:
                 progress("extract", min(done, total), total)
-            if not jobs:
-                if settled:
-                    continue
-                break
-            with closing(_run_jobs(jobs, fetcher, pool, settings, batch)) as batches:
-                for outcomes in batches:
-                    before = len(report.article_ids)
-                    _write(store, outcomes, settings, report)
-                    done += sum(len(o.job.entry_ids) for o in outcomes)
-                    if progress:
-                        progress("extract", min(done, total), total)
-                    if on_batch is not None and len(report.article_ids) > before:
-                        on_batch(report.article_ids[before:])
+            if jobs:
+                unwritten.update((j.canonical, j) for j in jobs)
+                return jobs
+            if after_id == start:
+                return None
+
+    try:
+        with closing(_run_jobs(more_jobs, fetcher, pool, settings, batch)) as batches:
+            for outcomes in batches:
+                before = len(report.article_ids)
+                _write(store, outcomes, settings, report)
+                for o in outcomes:
+                    unwritten.pop(o.job.canonical, None)
+                done += sum(len(o.job.entry_ids) for o in outcomes)
+                if progress:
+                    progress("extract", min(done, total), total)
+                if on_batch is not None and len(report.article_ids) > before:
+                    on_batch(report.article_ids[before:])
     finally:
         fetcher.close()
         pool.close()
@@ -1340,24 +1371,38 @@ def extract_pending(
 
 
 def _run_jobs(
-    jobs: list[_Job], fetcher: Any, pool: ExtractionPool, settings: Settings, batch: int
+    more_jobs: Callable[[], list[_Job] | None], fetcher: Any, pool: ExtractionPool, settings: Settings, batch: int
 ) -> Iterator[list[_Outcome]]:
     """Run jobs on threads; yield finished outcomes in groups of at most ``batch``.
 
-    Every job is queued at once, so pages keep being fetched and extracted while
-    the caller handles a yielded group; only ``threads`` pages are held in memory
-    at a time (a finished outcome keeps the extracted text, not the page).
+    Jobs come from ``more_jobs`` (None: there are no more), asked for again
+    whenever fewer than two jobs per thread are left queued: the extraction
+    workers never run dry while the next chunk of entries is loaded. Pages keep
+    being fetched and extracted while the caller handles a yielded group; only
+    ``threads`` pages are held in memory at a time (a finished outcome keeps the
+    extracted text, not the page).
     """
-    threads = max(1, min(settings.http.max_concurrency, len(jobs)))
+    threads = max(1, settings.http.max_concurrency)
     tp = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="newsmon-extract")
+    running: set[Future[_Outcome]] = set()
+    exhausted = False
+    buffer: list[_Outcome] = []
     try:
-        futures = [tp.submit(_process, job, fetcher, pool, settings) for job in jobs]
-        buffer: list[_Outcome] = []
-        for fut in as_completed(futures):
-            buffer.append(fut.result())
-            if len(buffer) >= batch:
-                yield buffer
-                buffer = []
+        while True:
+            if not exhausted and len(running) < 2 * threads:
+                jobs = more_jobs()
+                if jobs is None:
+                    exhausted = True
+                else:
+                    running.update(tp.submit(_process, job, fetcher, pool, settings) for job in jobs)
+                    continue
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            buffer += [f.result() for f in finished]
+            while len(buffer) >= batch:
+                yield buffer[:batch]
+                buffer = buffer[batch:]
         if buffer:
             yield buffer
     finally:

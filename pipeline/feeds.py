@@ -42,7 +42,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from pipeline.config import Settings
 from pipeline.fetcher import FetchError, Fetcher, HTTPStatusError, check_url
 from pipeline.store import Entry as EntryRow
-from pipeline.store import Feed, Store, chunked, insert_ignore, lock, utcnow
+from pipeline.store import Feed, Store, chunked, dialect_insert, insert_ignore, lock, utcnow
 from pipeline.types import Entry, FeedResult, FeedSpec, FetchOutcome, FetchReport
 from pipeline.urls import InvalidURL, canonical_url
 
@@ -264,8 +264,10 @@ def sync_feeds(store: Store, specs: list[FeedSpec]) -> int:
             for sp in specs
             if sp.url not in known
         ]
-        result = insert_ignore(s, Feed, rows, "url")
-        added = max(result.rowcount, 0) if result is not None else 0
+        added = 0
+        if rows:  # counted by RETURNING: an executemany's rowcount is not reliable on every driver
+            stmt = dialect_insert(s, Feed.__table__).on_conflict_do_nothing(index_elements=["url"])
+            added = len(s.execute(stmt.returning(Feed.__table__.c.id), rows).all())
         for sp in specs:
             f = known.get(sp.url)
             if f is None:

@@ -572,6 +572,39 @@ def test_extract_pending_batches_survive_a_crash(store: Store, settings: Setting
     assert all(x.status == "done" for x in entries(store).values()) and len(articles(store)) == 3
 
 
+def test_extract_pending_loads_entries_while_pages_are_in_flight(
+    store: Store, settings: Settings, http_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+):
+    """Entries are loaded in chunks while earlier pages are still being fetched; an
+    entry whose page is already queued joins that job: one fetch, one article."""
+    import pipeline.extract as extract_mod
+
+    serve_site(http_server)
+    u = http_server.url
+    feed = add_feed(store)
+    paths = ["/news/dialogue", "/defence/engine", "/video/clip", "/news/dialogue?utm_source=rss", "/files/report.pdf"]
+    ids = [add_entry(store, feed, u(p), title=p, content=CONTENT) for p in paths]
+    monkeypatch.setattr(extract_mod, "LOAD_CHUNK", 2)
+    loads: list[int] = []
+    load = extract_mod._load_jobs
+
+    def counting_load(*args, **kwargs):
+        out = load(*args, **kwargs)
+        loads.append(len(out[0]))
+        return out
+
+    monkeypatch.setattr(extract_mod, "_load_jobs", counting_load)
+    report = extract_pending(store, settings)
+
+    assert loads[:3] == [2, 1, 1] and sum(loads) == 4  # the 4th entry joined the queued first page
+    assert (report.extracted + report.fallback, report.known, report.failed) == (4, 1, 0)
+    assert http_server.hits("/news/dialogue") == 1
+    e = entries(store)
+    assert all(e[i].status == "done" for i in ids)
+    assert e[ids[3]].article_id == e[ids[0]].article_id is not None
+    assert len(articles(store)) == 4
+
+
 def test_concurrent_runs_store_each_article_once(store: Store, settings: Settings, http_server: LoopbackServer):
     serve_site(http_server)
     u = http_server.url

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,6 +95,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if u.get_driver_name() == "psycopg2":
+        # psycopg2's own executemany sends one statement per row, a round trip each; this
+        # pages UPDATEs and DELETEs run for many rows (story refreshes, entry states) into
+        # one (INSERTs are batched either way). No executemany here reads its rowcount.
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, **kwargs)
 
 
@@ -161,7 +166,7 @@ def chunked(values: Iterable[Any], n: int = IN_CHUNK) -> Iterator[list[Any]]:
         yield values[i : i + n]
 
 
-def dialect_insert(session: Session, model: type[Base]):
+def dialect_insert(session: Session, model: type[Base] | Table):
     """The INSERT of the session's backend (PostgreSQL or SQLite), which has ON CONFLICT clauses."""
     dialect_mod = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect_mod.insert(model)
@@ -171,13 +176,16 @@ def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]
     """INSERT … ON CONFLICT DO NOTHING on either dialect; returns the result.
 
     The database's unique constraints decide; a concurrent writer that got there
-    first simply wins, and nothing is stored twice.
+    first simply wins, and nothing is stored twice. For several rows this is an
+    executemany, whose rowcount not every driver reports: count with RETURNING.
     """
     if not rows:
         return None
-    stmt = dialect_insert(session, model).values(rows)
+    # One statement executed for many rows: it is compiled once and cached, where a
+    # multi-row VALUES list would be compiled afresh for every call (most of the cost).
+    stmt = dialect_insert(session, model.__table__)
     stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict) or None)
-    return session.execute(stmt)
+    return session.execute(stmt, rows)
 
 
 def lock(session: Session, name: str) -> None:
