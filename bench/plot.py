@@ -58,7 +58,7 @@ def table(res: dict) -> str:
         st = e["stages"]
         tag = f" ({backend})"
         if "fetch" in st:
-            rows.append((f"Feeds fetched + parsed + queued, new{tag}", f"{_f(st['fetch'].get('feeds_per_second'))} feeds/s "
+            rows.append((f"Feeds fetched + parsed + queued, new, alongside page extraction{tag}", f"{_f(st['fetch'].get('feeds_per_second'))} feeds/s "
                          f"({_f(st['fetch'].get('entries_per_second'))} entries/s)", "1 process, threads",
                          _f(st["fetch"].get("peak_rss_mb"))))
         sp = e.get("second_pass", {})
@@ -66,7 +66,7 @@ def table(res: dict) -> str:
             rows.append((f"Feeds fetched, all 304 Not Modified{tag}", f"{_f(sp.get('feeds_per_second'))} feeds/s",
                          "1 process, threads", "–"))
         if "extract" in st:
-            rows.append((f"Pages fetched + extracted + stored{tag}", f"{_f(st['extract'].get('pages_per_second'))} pages/s",
+            rows.append((f"Pages fetched + extracted + stored (from the first stored feed){tag}", f"{_f(st['extract'].get('pages_per_second'))} pages/s",
                          e.get("processes", ""), _f(st["extract"].get("peak_rss_mb"))))
         if "store_write" in st:
             rows.append((f"Store writes (article, aliases, entries){tag}",

@@ -29,7 +29,7 @@ import tomllib
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -101,6 +101,12 @@ WRITE_LOCK = "newsmon.extract.write"
 MAX_URL_CHARS = 2048
 # Entries loaded per query; results are committed every ``ingest.batch_size``.
 LOAD_CHUNK = 500
+# While feeds are still being fetched, how often to look for newly queued entries
+# when no page is in flight (seconds).
+ARRIVAL_POLL = 0.05
+# Once every page is queued, results are committed in batches this many times smaller:
+# the clustering of the last batch is what a pass waits for after its last page.
+TAIL_BATCH_DIVISOR = 5
 
 # trafilatura and htmldate log every discarded page at WARNING/ERROR; this module
 # reports those outcomes itself (status and reason), once, in the store.
@@ -1304,6 +1310,7 @@ def extract_pending(
     entry_ids: list[int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
+    fetched: threading.Event | None = None,
 ) -> ExtractReport:
     """Turn pending entries (all, or ``entry_ids``) into articles.
 
@@ -1320,14 +1327,20 @@ def extract_pending(
     created, while the next pages are still being fetched and extracted: the
     ingest handler clusters and classifies there, so the main process works
     while the extraction workers do.
+
+    ``fetched``: feeds are being fetched concurrently until this event is set.
+    Entries they queue are picked up as they are stored, and the stage returns
+    only once the event is set and no pending entry is left: pages of the first
+    feeds are extracted while the slow ones still download.
     """
     from pipeline.fetcher import Fetcher
 
     report = ExtractReport()
     total = count_pending(store, entry_ids)
-    if total == 0:
+    if total == 0 and (fetched is None or (fetched.is_set() and not count_pending(store, entry_ids))):
         return report
     done = 0
+    loaded = 0  # entries loaded so far: the progress total grows with arrivals
     batch = max(1, settings.ingest.batch_size)
     pool = ExtractionPool(settings.ingest.extract_workers, settings.ingest.extract_timeout, settings.ingest.extract_memory_mb)
     fetcher = Fetcher(settings.http)
@@ -1338,19 +1351,24 @@ def extract_pending(
     unwritten: dict[str, _Job] = {}
 
     def more_jobs() -> list[_Job] | None:
-        """Jobs for the next pending entries; None when no entry is left."""
-        nonlocal after_id, done
+        """Jobs for the next pending entries; [] when none is pending yet but the
+        feeds are still being fetched; None when no entry is left."""
+        nonlocal after_id, done, loaded, total
         while True:
+            # Read before looking: an entry stored before the event was set is seen below.
+            arriving = fetched is not None and not fetched.is_set()
             start = after_id
             jobs, after_id, settled = _load_jobs(store, settings, entry_ids, after_id, report, unwritten)
             done += settled
+            loaded += settled + sum(len(j.entry_ids) for j in jobs)
+            total = max(total, loaded)
             if progress and settled:
                 progress("extract", min(done, total), total)
             if jobs:
                 unwritten.update((j.canonical, j) for j in jobs)
                 return jobs
             if after_id == start:
-                return None
+                return [] if arriving else None
 
     try:
         with closing(_run_jobs(more_jobs, fetcher, pool, settings, batch)) as batches:
@@ -1375,36 +1393,58 @@ def _run_jobs(
 ) -> Iterator[list[_Outcome]]:
     """Run jobs on threads; yield finished outcomes in groups of at most ``batch``.
 
-    Jobs come from ``more_jobs`` (None: there are no more), asked for again
-    whenever fewer than two jobs per thread are left queued: the extraction
-    workers never run dry while the next chunk of entries is loaded. Pages keep
-    being fetched and extracted while the caller handles a yielded group; only
-    ``threads`` pages are held in memory at a time (a finished outcome keeps the
-    extracted text, not the page).
+    Jobs come from ``more_jobs`` ([]: none yet, None: there are no more), asked
+    for again whenever fewer than two jobs per thread are left queued: the
+    extraction workers never run dry while the next chunk of entries is loaded.
+    Pages keep being fetched and extracted while the caller handles a yielded
+    group; only ``threads`` pages are held in memory at a time (a finished
+    outcome keeps the extracted text, not the page). Once every job is queued,
+    groups get smaller (``TAIL_BATCH_DIVISOR``), so that what follows each group
+    keeps pace with the last pages; with no job running, what is finished is
+    yielded at once.
     """
     threads = max(1, settings.http.max_concurrency)
     tp = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="newsmon-extract")
-    running: set[Future[_Outcome]] = set()
+    # Finished jobs arrive here (one wake-up per job: waiting on the set of running
+    # futures instead costs a lock round on every one of them per wake-up).
+    finished: queue.SimpleQueue[Future[_Outcome]] = queue.SimpleQueue()
+    in_flight = 0
     exhausted = False
     buffer: list[_Outcome] = []
     try:
         while True:
-            if not exhausted and len(running) < 2 * threads:
+            waiting_for_arrivals = False
+            if not exhausted and in_flight < 2 * threads:
                 jobs = more_jobs()
                 if jobs is None:
                     exhausted = True
-                else:
-                    running.update(tp.submit(_process, job, fetcher, pool, settings) for job in jobs)
+                elif jobs:
+                    for job in jobs:
+                        tp.submit(_process, job, fetcher, pool, settings).add_done_callback(finished.put)
+                    in_flight += len(jobs)
                     continue
-            if not running:
+                else:
+                    waiting_for_arrivals = True
+            if not in_flight and exhausted:
                 break
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            buffer += [f.result() for f in finished]
-            while len(buffer) >= batch:
-                yield buffer[:batch]
-                buffer = buffer[batch:]
-        if buffer:
-            yield buffer
+            try:
+                futures = [finished.get(timeout=ARRIVAL_POLL if waiting_for_arrivals else None)]
+            except queue.Empty:
+                continue
+            while True:
+                try:
+                    futures.append(finished.get_nowait())
+                except queue.Empty:
+                    break
+            in_flight -= len(futures)
+            buffer += [f.result() for f in futures]
+            size = batch if not exhausted else max(1, batch // TAIL_BATCH_DIVISOR)
+            while len(buffer) >= size:
+                yield buffer[:size]
+                buffer = buffer[size:]
+            if buffer and not in_flight:  # nothing else is on its way (yet): no reason to hold these
+                yield buffer
+                buffer = []
     finally:
         # Jobs not started are dropped; running ones finish (each is bounded by the fetch
         # and extraction timeouts): the caller closes the fetcher and the pool next, and a

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
@@ -757,13 +758,15 @@ def fetch_feeds(
     *,
     run_id: int | None = None,
     progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> FetchReport:
     """Fetch and parse the feeds; queue new entries (status pending); record each feed's health.
 
     Feeds are fetched concurrently (``http.max_concurrency`` workers; the fetcher
     limits requests per host) and each result is stored in its own transaction as
     it arrives, so an interrupted batch keeps what it finished. Only a failure of
-    the store itself raises.
+    the store itself raises. Setting ``cancel`` stops the batch after the feeds
+    being fetched (the others stay due).
     """
     report = FetchReport()
     states = {st.id: st for st in _load_states(store, feed_ids)}
@@ -775,6 +778,9 @@ def fetch_feeds(
         progress("fetch", 0, report.feeds_total)
     with closing(_fetch_states(settings, list(states.values()))) as results:
         for feed_id, result in results:
+            if cancel is not None and cancel.is_set():
+                report.errors.append("feed fetching stopped before the end of the batch")
+                break
             _tally(report, states[feed_id], result, record_result(store, settings, feed_id, result, run_id=run_id))
             if progress:
                 progress("fetch", report.feeds_ok + report.feeds_not_modified + report.feeds_failed, report.feeds_total)

@@ -2,9 +2,10 @@
 
     due feeds → fetch + parse (entries queued) → extract (articles) → dedupe (stories) → classify
 
-Dedupe and classification run on each batch of articles as it is committed, in a
-process of their own (:class:`Settler`), while the extraction workers carry on
-with the next pages.
+Pages are extracted as soon as their feed's entries are stored, while the other
+feeds still download. Dedupe and classification run on each batch of articles as
+it is committed, in a process of their own (:class:`Settler`), while the
+extraction workers carry on with the next pages.
 
 Every stage reads its work from the store and writes its results back keyed, so a
 pass that is killed half-way is simply finished by the next one: queued entries
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
@@ -27,7 +30,7 @@ from sqlalchemy import select, update
 from pipeline import classify, dedupe, extract, feeds
 from pipeline.config import Settings
 from pipeline.store import IngestRun, Store, utcnow
-from pipeline.types import IngestReport
+from pipeline.types import FetchReport, IngestReport
 
 # A run still "running" after this long belongs to a process that died.
 STALE_RUN_AFTER = timedelta(hours=6)
@@ -231,33 +234,55 @@ def run_once(
     """Fetch the due feeds (or ``feed_ids``), then extract, dedupe and classify what is new.
 
     ``force`` fetches feeds that are not yet due. Failures of single feeds or pages
-    are recorded and counted; only a failure of the store itself raises. When more
-    than one batch of pages waits, each committed batch is clustered and
-    classified by a :class:`Settler` while the next pages are extracted.
+    are recorded and counted; only a failure of the store itself raises. Feeds are
+    fetched on a thread of their own while the pages of the entries already
+    stored are extracted. When more than one batch of pages is extracted, each
+    committed batch is clustered and classified by a :class:`Settler` while the
+    next pages are extracted.
     """
     t0 = time.monotonic()
     report = IngestReport()
     report.run_id = start_run(store, trigger)
     settler: Settler | None = None
     settled = _Settled()
+    fetched, cancel = threading.Event(), threading.Event()
+    fetching: Future[FetchReport] | None = None
+
+    def on_batch(article_ids: list[int]) -> None:
+        nonlocal settler
+        if settler is None:
+            if fetched.is_set() and not extract.count_pending(store):
+                return  # the pass's only batch: settled below, without a second process
+            settler = Settler(settings)
+        settler.submit(article_ids)
+
     try:
         ids = feed_ids if feed_ids is not None else feeds.due_feed_ids(store, now=utcnow(), force=force)
         if ids or extract.count_pending(store):
-            extract.warm_up()  # the extraction workers' imports overlap the feed fetching
+            extract.warm_up()  # the extraction workers' imports overlap the first feed fetches
+        fetch_seconds = time.perf_counter()
+
+        def fetch() -> FetchReport:
+            nonlocal fetch_seconds
+            try:
+                return feeds.fetch_feeds(store, settings, ids, run_id=report.run_id, progress=progress, cancel=cancel)
+            finally:
+                fetch_seconds = time.perf_counter() - fetch_seconds
+                fetched.set()
+
+        tp = ThreadPoolExecutor(1, thread_name_prefix="newsmon-feeds")
+        fetching = tp.submit(fetch)
+        tp.shutdown(wait=False)
+        # Pending entries from earlier, interrupted passes are picked up too.
         t = time.perf_counter()
-        fr = feeds.fetch_feeds(store, settings, ids, run_id=report.run_id, progress=progress)
-        report.stage_seconds["fetch"] = time.perf_counter() - t
+        er = extract.extract_pending(store, settings, progress=progress, on_batch=on_batch, fetched=fetched)
+        fr = fetching.result()
+        report.stage_seconds["fetch"] = fetch_seconds
+        report.stage_seconds["extract"] = time.perf_counter() - t
         report.feeds_total, report.feeds_ok = fr.feeds_total, fr.feeds_ok
         report.feeds_not_modified, report.feeds_failed = fr.feeds_not_modified, fr.feeds_failed
         report.entries_seen, report.entries_new, report.entries_known = fr.entries_seen, fr.entries_new, fr.entries_known
         report.failed_feeds, report.errors = fr.failed_feeds, list(fr.errors)
-
-        # Pending entries from earlier, interrupted passes are picked up too.
-        if extract.count_pending(store) > settings.ingest.batch_size:
-            settler = Settler(settings)
-        t = time.perf_counter()
-        er = extract.extract_pending(store, settings, progress=progress, on_batch=settler.submit if settler else None)
-        report.stage_seconds["extract"] = time.perf_counter() - t
         report.articles_extracted, report.articles_fallback = er.extracted, er.fallback
         report.articles_failed = er.failed
         report.errors += er.errors
@@ -271,6 +296,12 @@ def run_once(
         if not settled_all:
             settled.add(settle(store, settings))
     except BaseException as exc:
+        cancel.set()
+        if fetching is not None:
+            try:
+                fetching.result()  # the feeds being fetched finish (each bounded by its timeouts)
+            except BaseException:  # noqa: S110  (the first error is the one reported)
+                pass
         if settler is not None:
             settler.close()
         report.duration = time.monotonic() - t0

@@ -605,6 +605,86 @@ def test_extract_pending_loads_entries_while_pages_are_in_flight(
     assert len(articles(store)) == 4
 
 
+def test_extract_pending_takes_entries_queued_while_feeds_are_fetched(
+    store: Store, settings: Settings, http_server: LoopbackServer
+):
+    """With ``fetched`` unset, the stage waits for entries still to come (a feed being
+    fetched concurrently) and returns only once it is set and none is left."""
+    serve_site(http_server)
+    u = http_server.url
+    feed = add_feed(store)
+    first = add_entry(store, feed, u("/news/dialogue"), title="dialogue", content=CONTENT)
+    fetched = threading.Event()
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(extract_pending(store, settings, fetched=fetched)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while entries(store)[first].status == "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert entries(store)[first].status == "done"
+        assert t.is_alive()  # the fetch is not over: more entries may come
+        late = add_entry(store, feed, u("/defence/engine"), title="engine", content=CONTENT)
+        time.sleep(0.3)
+        fetched.set()
+    finally:
+        fetched.set()
+        t.join(60)
+    assert not t.is_alive()
+    report = out[0]
+    assert report.extracted + report.fallback == 2 and report.failed == 0
+    e = entries(store)
+    assert e[late].status == "done" and e[late].article_id is not None
+    assert len(articles(store)) == 2
+
+
+def test_ingest_extracts_the_first_feeds_pages_while_a_slow_feed_downloads(
+    sqlite_store: Store, settings: Settings, http_server: LoopbackServer
+):
+    """A pass does not wait for its slowest feed: the pages of a feed already stored
+    are fetched while another feed is still being answered, and both are ingested."""
+    from hostile import article_page, article_text, good_feed
+
+    from pipeline import feeds, ingest
+    from pipeline.types import FeedSpec
+
+    store = sqlite_store
+    base = http_server.url("")
+    page_times: list[float] = []
+    slow_answered: list[float] = []
+
+    def page(n: int):
+        title, paras = article_text(n)
+        body = article_page(title, paras)
+
+        def route(handler) -> Response:
+            page_times.append(time.monotonic())
+            return Response(200, body, {"Content-Type": "text/html; charset=utf-8"})
+
+        return route
+
+    def slow_feed(handler) -> Response:
+        time.sleep(1.5)
+        slow_answered.append(time.monotonic())
+        return Response(200, good_feed(base, "s", 1, start=10).encode(), {"Content-Type": "application/rss+xml"})
+
+    http_server.routes["/fast.xml"] = Response(200, good_feed(base, "f", 3).encode(), {"Content-Type": "application/rss+xml"})
+    http_server.routes["/slow.xml"] = slow_feed
+    for n in (0, 1, 2):
+        http_server.routes[f"/f/{n}"] = page(n)
+    http_server.routes["/s/10"] = page(10)
+    feeds.sync_feeds(store, [FeedSpec(name="fast", url=http_server.url("/fast.xml")),
+                             FeedSpec(name="slow", url=http_server.url("/slow.xml"))])
+    http = settings.http.model_copy(update={"read_timeout": 5, "total_timeout": 10})
+    report = ingest.run_once(store, settings.model_copy(update={"http": http, "database_url": store.url}))
+
+    assert report.feeds_ok == 2 and not report.errors, report.errors
+    assert report.articles_extracted == 4 and report.classified == 4
+    assert len(page_times) == 4 and len(slow_answered) == 1
+    assert sorted(page_times)[2] < slow_answered[0]  # the fast feed's three pages came first
+    assert report.stage_seconds["fetch"] >= 1.5
+
+
 def test_concurrent_runs_store_each_article_once(store: Store, settings: Settings, http_server: LoopbackServer):
     serve_site(http_server)
     u = http_server.url
