@@ -299,7 +299,6 @@ def section_workload(ctx: Ctx) -> None:
 
 def section_baselines(ctx: Ctx) -> None:
     import feedparser
-    import trafilatura
 
     wl = ctx.wl
     repeat = ctx.profile["repeat"]
@@ -311,17 +310,24 @@ def section_baselines(ctx: Ctx) -> None:
         best = c if best is None or c.wall < best.wall else best
     fp = {"feeds": len(bodies), "entries": entries, "seconds": round(best.wall, 3), "cpu_seconds": round(best.cpu, 3),
           "feeds_per_second": rate(len(bodies), best.wall), "entries_per_second": rate(entries, best.wall), "cores": 1}
+    tx = _bare_extraction(wl)
+    ctx.results["baselines"] = {"feedparser": fp, "trafilatura": tx}
+    log(f"baselines: feedparser {fp['feeds_per_second']} feeds/s; trafilatura {tx['pages_per_second']} pages/s")
+
+
+def _bare_extraction(wl) -> dict:
+    """Bare ``trafilatura.extract`` over the workload's pages on one core: the baseline."""
+    import trafilatura
+
     # The pipeline hands trafilatura a str when the server names the charset, as ours does.
     pages = [a.html.decode("utf-8") for a in wl.articles]
     trafilatura.extract(pages[0])  # imports and first-call setup outside the timing
     with PeakMemory() as mem, Clock() as c:
         words = sum(len((trafilatura.extract(h) or "").split()) for h in pages)
-    tx = {"pages": len(pages), "seconds": round(c.wall, 2), "cpu_seconds": round(c.cpu, 2),
-          "pages_per_second": rate(len(pages), c.wall), "cpu_ms_per_page": round(1000 * c.cpu / len(pages), 2),
-          "mb_per_second": rate(sum(map(len, pages)) / 2**20, c.wall), "words": words, "cores": 1,
-          "settings": "trafilatura.extract(html) defaults", **mem.as_dict()}
-    ctx.results["baselines"] = {"feedparser": fp, "trafilatura": tx}
-    log(f"baselines: feedparser {fp['feeds_per_second']} feeds/s; trafilatura {tx['pages_per_second']} pages/s")
+    return {"pages": len(pages), "seconds": round(c.wall, 2), "cpu_seconds": round(c.cpu, 2),
+            "pages_per_second": rate(len(pages), c.wall), "cpu_ms_per_page": round(1000 * c.cpu / len(pages), 2),
+            "mb_per_second": rate(sum(map(len, pages)) / 2**20, c.wall), "words": words, "cores": 1,
+            "settings": "trafilatura.extract(html) defaults", **mem.as_dict()}
 
 
 def _pool_rate(pages: list[tuple[str, str, str, str]], workers: int, settings) -> dict:
@@ -542,29 +548,44 @@ def _e2e_one(ctx: Ctx, backend: str) -> dict:
             "stories": len(plan.items), **dmem.as_dict(),
         }
         res["check"] = _ground_truth_check(store, wl)
-        bare = ctx.results.get("baselines", {}).get("trafilatura")
-        if bare:
-            res["ratio_to_bare_extraction"] = round(res["articles_per_second"] / bare["pages_per_second"], 3)
         return res
     finally:
         drop()
 
 
 def section_e2e(ctx: Ctx) -> None:
+    """``repeat`` rounds, each a bare extraction pass then a run per backend: the ratio of each
+    round is taken between runs minutes apart at most, and the round with the median ratio
+    is reported (every round's figures are kept). On a shared machine one pass can meet
+    another tenant's burst; a ratio of one pass against another run's baseline then
+    measures that burst."""
     from bench import stores
 
-    out = {}
-    for backend in ctx.profile["e2e_backends"]:
-        if backend == "postgresql" and stores.pg_available():
-            out[backend] = {"skipped": stores.pg_available()}
-            continue
-        log(f"e2e {backend}: run_once over {ctx.wl.summary()['entries']} entries")
-        ctx.site.stats(reset=True)
-        out[backend] = r = _e2e_one(ctx, backend)
-        r["server"] = vars(ctx.site.stats(reset=True))
-        log(f"e2e {backend}: {r['articles_per_second']} articles/s end to end "
-            f"(x{r.get('ratio_to_bare_extraction')} of bare extraction); stages "
-            + ", ".join(f"{k} {v['seconds']}s" for k, v in r["stages"].items()))
+    out: dict[str, Any] = {}
+    rounds: dict[str, list[dict]] = {}
+    for i in range(ctx.profile["repeat"]):
+        bare = _bare_extraction(ctx.wl)
+        for backend in ctx.profile["e2e_backends"]:
+            if backend == "postgresql" and stores.pg_available():
+                out[backend] = {"skipped": stores.pg_available()}
+                continue
+            log(f"e2e {backend}, round {i + 1}: run_once over {ctx.wl.summary()['entries']} entries")
+            ctx.site.stats(reset=True)
+            r = _e2e_one(ctx, backend)
+            r["server"] = vars(ctx.site.stats(reset=True))
+            r["bare_pages_per_second"] = bare["pages_per_second"]
+            r["ratio_to_bare_extraction"] = round(r["articles_per_second"] / bare["pages_per_second"], 3)
+            rounds.setdefault(backend, []).append(r)
+            log(f"e2e {backend}: {r['articles_per_second']} articles/s end to end, bare extraction "
+                f"{bare['pages_per_second']} pages/s (x{r['ratio_to_bare_extraction']}); stages "
+                + ", ".join(f"{k} {v['seconds']}s" for k, v in r["stages"].items()))
+    for backend, rs in rounds.items():
+        ranked = sorted(rs, key=lambda r: r["ratio_to_bare_extraction"])
+        out[backend] = best = dict(ranked[len(ranked) // 2])
+        best["rounds"] = [
+            {k: r[k] for k in ("ratio_to_bare_extraction", "articles_per_second", "bare_pages_per_second", "seconds")}
+            for r in rs
+        ]
     ctx.results["e2e"] = out
 
 

@@ -485,3 +485,59 @@ def test_concurrent_assign_pending_makes_one_story_for_copies(pg_store: Store):
         assert s.scalar(select(func.count()).select_from(Story)) == 1
         assert s.scalar(select(func.count()).select_from(Article).where(Article.duplicate_of_id.is_not(None))) == n - 1
     _check_invariants(pg_store)
+
+
+@pytest.mark.parametrize("max_key_postings", [16, 2])
+def test_store_batch_clusters_as_the_memory_clustering_does(store: Store, settings: Settings, max_key_postings: int):
+    """One batch in an empty store: the store's lookups (on PostgreSQL partly answered from
+    the batch's unwritten key and band rows) decide exactly as ``cluster_documents``, also
+    when keys are held by more articles than the per-key cap."""
+    from bench.workload import WorkloadSpec, generate
+
+    wl = generate(WorkloadSpec(feeds=3, entries_per_feed=14, page_kb=(8, 12)), lambda outlet: "https://bench.example")
+    docs = sorted(wl.articles, key=lambda a: a.published)[:40]
+    cfg = settings.dedupe.model_copy(update={"max_key_postings": max_key_postings})
+    cfg_settings = settings.model_copy(update={"dedupe": cfg})
+    with store.session() as s:
+        ids = [_add_article(s, a.text, a.published, url=f"https://bench.example/{n}", title=a.title) for n, a in enumerate(docs)]
+    dedupe.assign_pending(store, cfg_settings)
+    memory = cluster_documents([Document(str(i), a.text, a.title, a.published) for i, a in zip(ids, docs)], cfg)
+    with store.session() as s:
+        stored = {a.id: a for a in s.scalars(select(Article))}
+    by_story: dict[int, list[str]] = {}
+    for i in ids:
+        by_story.setdefault(stored[i].story_id, []).append(str(i))
+    assert sorted(map(sorted, by_story.values())) == sorted(map(sorted, memory.stories))
+    assert sorted((str(i), str(stored[i].duplicate_of_id)) for i in ids if stored[i].duplicate_of_id) == sorted(
+        memory.duplicates
+    )
+    assert len(memory.stories) < len(docs) and memory.duplicates  # the batch has copies and shared stories
+    _check_invariants(store)
+
+
+def test_index_rows_not_yet_written_are_found_as_stored_ones(store: Store, settings: Settings):
+    """Band and key rows the index holds back until the end of a batch (PostgreSQL) answer
+    lookups exactly as the stored rows do after the flush: the newest cap + 1 postings of
+    each key inside the window, band matches, the stories of the postings."""
+    cfg = settings.dedupe.model_copy(update={"max_key_postings": 2})
+    with store.session() as s:
+        ids = [_add_article(s, f"article number {n} " * 20, T0 + timedelta(hours=n)) for n in range(6)]
+
+        def look(index):
+            return index.lookup(None, [(0, 7), (1, 3)], [(0, 100), (1, 203), (1, 999)],
+                                T0 + timedelta(hours=1), T0 + timedelta(hours=10), cfg.max_key_postings)
+
+        index = dedupe._StoreIndex(s, cfg)
+        for n, aid in enumerate(ids):
+            index.add(aid, 1000 + n, T0 + timedelta(hours=n), [(0, 7), (1, n)], [(0, 100), (1, 200 + n)])
+        held = look(index)
+        held_stories = {a: index.story_of(a) for refs in held.postings.values() for a in refs}
+        index.flush()
+        fresh = dedupe._StoreIndex(s, cfg)
+        stored = look(fresh)
+        stored_stories = {a: fresh.story_of(a) for refs in stored.postings.values() for a in refs}
+    assert held.bands == stored.bands == set(ids)
+    assert {k: sorted(v) for k, v in held.postings.items()} == {k: sorted(v) for k, v in stored.postings.items()}
+    assert sorted(stored.postings[100]) == ids[3:]  # the newest three inside the window (cap 2 + 1)
+    assert stored.postings[203] == [ids[3]] and 999 not in stored.postings
+    assert held_stories == stored_stories == {a: 1000 + ids.index(a) for a in ids[3:]}

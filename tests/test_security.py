@@ -197,6 +197,7 @@ REVIEWED = {
         "where",  # " OR ".join of a fixed "(band = ? AND hash = ?)"
         "window",  # a fixed " AND at BETWEEN ? AND ?" or ""
         "cap + 1",  # int from settings (dedupe.max_key_postings)
+        "BAND_MATCHES",  # an int constant
         "marks",  # ",".join("?" * n)
         "part",  # the fixed sub-select above
         "i",  # loop index (a subquery alias)
