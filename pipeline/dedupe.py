@@ -764,7 +764,7 @@ class _StoreIndex:
         else:
             rows = self._lookup_pg(content_hash, bands, keys, lo, hi, cap)
         same, band_refs, postings = None, set(), {}
-        for part, k, a, st in rows:
+        for part, k, a, st, *_ in rows:  # PostgreSQL's rows also carry the posting's time
             if part == 0:
                 same = a
             elif part == 1:
@@ -815,10 +815,10 @@ class _StoreIndex:
         else:
             rows = self._execute("newsmon_dedupe_lookup", params)
         if not self._bands and not self._keys:
-            return [r[:4] for r in rows]
+            return rows
         # With the batch's unwritten rows: what the statement would have found had they been
         # stored (band matches added; per key, the newest cap + 1 postings of both).
-        out = [r[:4] for r in rows if r[0] != 2]
+        out = [r for r in rows if r[0] != 2]
         seen = {r[2] for r in out if r[0] == 1}
         for bh in bands:
             for a in self._bands.get(bh, ()):

@@ -1336,8 +1336,10 @@ def extract_pending(
     from pipeline.fetcher import Fetcher
 
     report = ExtractReport()
+    # Read before counting: an entry stored before the fetching ended is counted.
+    fetching_over = fetched is None or fetched.is_set()
     total = count_pending(store, entry_ids)
-    if total == 0 and (fetched is None or (fetched.is_set() and not count_pending(store, entry_ids))):
+    if total == 0 and fetching_over:
         return report
     done = 0
     loaded = 0  # entries loaded so far: the progress total grows with arrivals

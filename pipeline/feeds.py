@@ -43,7 +43,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from pipeline.config import Settings
 from pipeline.fetcher import FetchError, Fetcher, HTTPStatusError, check_url
 from pipeline.store import Entry as EntryRow
-from pipeline.store import Feed, Store, chunked, dialect_insert, insert_ignore, lock, utcnow
+from pipeline.store import Feed, Store, chunked, insert_ignore, lock, utcnow
 from pipeline.types import Entry, FeedResult, FeedSpec, FetchOutcome, FetchReport
 from pipeline.urls import InvalidURL, canonical_url
 
@@ -265,10 +265,8 @@ def sync_feeds(store: Store, specs: list[FeedSpec]) -> int:
             for sp in specs
             if sp.url not in known
         ]
-        added = 0
-        if rows:  # counted by RETURNING: an executemany's rowcount is not reliable on every driver
-            stmt = dialect_insert(s, Feed.__table__).on_conflict_do_nothing(index_elements=["url"])
-            added = len(s.execute(stmt.returning(Feed.__table__.c.id), rows).all())
+        result = insert_ignore(s, Feed, rows, "url", returning=Feed.__table__.c.id)
+        added = len(result.all()) if result is not None else 0
         for sp in specs:
             f = known.get(sp.url)
             if f is None:

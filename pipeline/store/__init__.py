@@ -172,12 +172,15 @@ def dialect_insert(session: Session, model: type[Base] | Table):
     return dialect_mod.insert(model)
 
 
-def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]], *conflict: str):
+def insert_ignore(
+    session: Session, model: type[Base], rows: list[dict[str, Any]], *conflict: str, returning: Any = None
+):
     """INSERT … ON CONFLICT DO NOTHING on either dialect; returns the result.
 
     The database's unique constraints decide; a concurrent writer that got there
     first simply wins, and nothing is stored twice. For several rows this is an
-    executemany, whose rowcount not every driver reports: count with RETURNING.
+    executemany, whose rowcount not every driver reports: to count the rows
+    stored, pass a column as ``returning`` and count the result's rows.
     """
     if not rows:
         return None
@@ -185,6 +188,8 @@ def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]
     # multi-row VALUES list would be compiled afresh for every call (most of the cost).
     stmt = dialect_insert(session, model.__table__)
     stmt = stmt.on_conflict_do_nothing(index_elements=list(conflict) or None)
+    if returning is not None:
+        stmt = stmt.returning(returning)
     return session.execute(stmt, rows)
 
 
