@@ -37,7 +37,6 @@ from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
-from datasketch import MinHash
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -183,24 +182,45 @@ def featurize(title: str, body: str, shingle_size: int = 5) -> Features:
     )
 
 
+# MinHash, datasketch's "affine32" scheme with seed 1, bit for bit (a test holds them equal:
+# the stored band hashes depend on it): each shingle id is mixed once with the MurmurHash3
+# finalizer, then permuted by h -> a*h + b mod 2^32 (a odd, a bijection), and each
+# permutation keeps its minimum. Written out here because importing datasketch pulls in
+# scipy and redis for its LSH classes: 0.4 s of CPU in every process that clusters.
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+
+
 @lru_cache(maxsize=8)
-def _permutations(num_perm: int):
-    return MinHash(num_perm=num_perm, seed=1).permutations
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(1)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def minhash(shingles: Iterable[int], num_perm: int) -> np.ndarray:
+    """The ``num_perm`` MinHash values (uint32) of a set of 32-bit shingle ids."""
+    hv = np.fromiter(shingles, dtype=np.uint32).reshape(-1, 1)
+    a, b = _permutations(num_perm)
+    if not hv.size:
+        return np.full(num_perm, np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    s1, m1, s2, m2, s3 = _FMIX32
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    hv = hv ^ (hv >> s3)
+    return (hv * a + b).min(axis=0)  # uint32 arithmetic: the wraparound is the modulo
 
 
 def band_hashes(shingles: Iterable[int], num_perm: int, bands: int) -> list[tuple[int, int]]:
-    """LSH band signatures [(band, hash)] of a shingle set (datasketch MinHash, ``bands`` × rows)."""
+    """LSH band signatures [(band, hash)] of a shingle set (:func:`minhash`, ``bands`` × rows)."""
     values = list(shingles)
     if not values:
         return []
-    m = MinHash(num_perm=num_perm, seed=1, hashfunc=int, permutations=_permutations(num_perm), scheme="affine32")
-    m.update_batch(values)
-    hv = np.asarray(m.hashvalues, dtype=np.uint32)
+    hv = minhash(values, num_perm)
     rows = num_perm // bands
-    out = []
-    for b in range(bands):
-        out.append((b, T.key_hash("b", hv[b * rows : (b + 1) * rows].tobytes())))
-    return out
+    return [(b, T.key_hash("b", hv[b * rows : (b + 1) * rows].tobytes())) for b in range(bands)]
 
 
 # Names and words found in nearly every article this product reads. They seed the
@@ -664,12 +684,15 @@ _FEATURES = _FeatureCache()
 
 
 def _article_features(a_id: int, title: str, body: str, cfg: DedupeSettings, chash: str | None = None) -> Features:
-    """Features of a stored article, from the worker's cache when its text is unchanged."""
-    key = (a_id, chash or T.content_hash(body))
-    f = _FEATURES.get(key)
-    if f is None:
-        f = featurize(title, body, cfg.shingle_size)
-        _FEATURES.put(key, f)
+    """Features of a stored article, from the process's cache when ``chash`` (its stored
+    fingerprint) is given and they were computed for it; cached under the fingerprint
+    they carry. Articles not clustered yet have none: dedupe sets it."""
+    if chash:
+        f = _FEATURES.get((a_id, chash))
+        if f is not None:
+            return f
+    f = featurize(title, body, cfg.shingle_size)
+    _FEATURES.put((a_id, f.content_hash), f)
     return f
 
 
@@ -707,6 +730,19 @@ _PG_INDEX = (
     "WITH b AS (INSERT INTO minhash_bands (band, hash, article_id) SELECT * FROM unnest($1, $2, $3)) "
     "INSERT INTO story_keys (key, kind, at, article_id, story_id) SELECT * FROM unnest($4, $5, $6, $7, $8)"
 )
+# An article's new story (the derived columns are filled by refresh_stories), and its
+# assignment: written per article, so plain driver-level SQL like the lookups.
+_STORY_SQL = (
+    "INSERT INTO stories (title, first_seen_at, first_published_at, updated_at, lead_article_id, article_count, "
+    "outlet_count, score, relevant, dyads, topics) VALUES ({}, {}, {}, {}, {}, 0, 0, 0.0, {false}, '[]', '[]')"
+)
+_ASSIGN_COLUMNS = (
+    "story_id", "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at", "content_hash", "word_count",
+)  # fmt: skip
+_ASSIGN_SQL = (
+    "UPDATE articles SET story_id = ?, duplicate_of_id = ?, dedupe_reason = ?, similarity = ?, clustered_at = ?, "
+    "content_hash = ?, word_count = ? WHERE id = ?"
+)
 _PG_STATEMENTS = {
     "newsmon_dedupe_lookup": ("text, smallint[], bigint[], bigint[], integer", _PG_LOOKUP.format(window="")),
     "newsmon_dedupe_lookup_window": (
@@ -716,6 +752,14 @@ _PG_STATEMENTS = {
     "newsmon_dedupe_load": ("integer[]", f"{_LOAD_SQL} WHERE a.id = ANY($1) AND a.story_id IS NOT NULL"),
     "newsmon_dedupe_index": (
         "smallint[], bigint[], integer[], bigint[], smallint[], timestamptz[], integer[], integer[]", _PG_INDEX
+    ),
+    "newsmon_dedupe_story": (
+        "text, timestamptz, timestamptz, timestamptz, integer",
+        _STORY_SQL.format("$1", "$2", "$3", "$4", "$5", false="false") + " RETURNING id",
+    ),
+    "newsmon_dedupe_assign": (
+        "integer, integer, text, double precision, timestamptz, text, integer, integer",
+        _ASSIGN_SQL.replace("?", "$%d") % tuple(range(1, len(_ASSIGN_COLUMNS) + 2)),
     ),
 }
 
@@ -858,7 +902,29 @@ class _StoreIndex:
             # lookup (same round trip) and scoped to this transaction, which only does dedupe.
             sql = "SET LOCAL enable_bitmapscan = off; " + sql
             self._planned = True
-        return conn.exec_driver_sql(sql, tuple(params)).fetchall()
+        result = conn.exec_driver_sql(sql, tuple(params))
+        return result.fetchall() if result.returns_rows else []
+
+    def new_story(self, title: str, at: datetime, now: datetime, lead: int) -> int:
+        """Open a story for the article ``lead`` published ``at``; its id."""
+        if not self.sqlite:
+            return self._execute("newsmon_dedupe_story", [title, now, at, now, lead])[0][0]
+        cur = self.s.connection().connection.cursor()
+        try:
+            cur.execute(_STORY_SQL.format(*"?????", false="0"), [title, self._dt(now), self._dt(at), self._dt(now), lead])
+            return cur.lastrowid
+        finally:
+            cur.close()
+
+    def assign(self, article_id: int, values: dict) -> None:
+        """Write an article's decision, the columns of :data:`_ASSIGN_COLUMNS` (the next
+        articles' lookups read it)."""
+        params = [values[c] for c in _ASSIGN_COLUMNS] + [article_id]
+        if not self.sqlite:
+            self._execute("newsmon_dedupe_assign", params)
+            return
+        params[_ASSIGN_COLUMNS.index("clustered_at")] = self._dt(values["clustered_at"])
+        self._sql(_ASSIGN_SQL, params)
 
     def story_of(self, ref):
         return self._story.get(ref)
@@ -1063,16 +1129,20 @@ def assign_pending(store: Store, settings: Settings, *, article_ids: list[int] |
             if not pending or all(a.id in done for a in pending):
                 break
             df = _df_table(s, store.url, cfg)
+            feats = {
+                a.id: _article_features(a.id, a.title or "", a.text or a.summary or "", cfg, a.content_hash or None)
+                for a in pending
+            }
             # The batch counts in the document frequencies from the start, as the
             # whole collection does in cluster_documents.
-            for a in pending:
-                df.add(_article_features(a.id, a.title or "", a.text or a.summary or "", cfg, a.content_hash or None))
+            for f in feats.values():
+                df.add(f)
             index = _StoreIndex(s, cfg)
             same = _SameArticle(s, pending)
             changed: set[int] = set()
             for a in pending:
                 done.add(a.id)
-                result = _assign_one(s, a, index, same, df, cfg)
+                result = _assign_one(a, feats[a.id], index, same, df, cfg)
                 report.assigned += 1
                 report.duplicates += result.duplicate_of is not None
                 report.stories_new += result.new_story
@@ -1092,25 +1162,14 @@ def assign_pending(store: Store, settings: Settings, *, article_ids: list[int] |
 
 
 def _assign_one(
-    s: Session, a: Article, index: _StoreIndex, same: _SameArticle, df: DfTable, cfg: DedupeSettings
+    a: Article, f: Features, index: _StoreIndex, same: _SameArticle, df: DfTable, cfg: DedupeSettings
 ) -> StoryAssignment:
-    body = a.text or a.summary or ""
-    f = _article_features(a.id, a.title or "", body, cfg, a.content_hash or None)
     at = article_time(a)
     bands = band_hashes(f.shingles, cfg.num_perm, cfg.lsh_bands)
     d = same.find(a) or decide(f, at, index, df, cfg, bands)
     now = utcnow()
     new_story = d.story is None
-    # Core statements, not the unit of work: one article at a time, its flushes cost more
-    # than the statements they send. The next article's lookups read these rows.
-    if new_story:
-        story_id = s.execute(
-            _STORY_INSERT,
-            {"title": a.title or "", "first_seen_at": now, "first_published_at": at, "updated_at": now,
-             "lead_article_id": a.id},
-        ).scalar_one()
-    else:
-        story_id = int(d.story)
+    story_id = index.new_story(a.title or "", at, now, a.id) if new_story else int(d.story)
     values = {
         "story_id": story_id,
         "duplicate_of_id": int(d.duplicate_of) if d.duplicate_of is not None else None,
@@ -1120,7 +1179,7 @@ def _assign_one(
         "content_hash": f.content_hash,
         "word_count": a.word_count or f.n_words,
     }
-    s.execute(_ARTICLE_ASSIGN, {"b_id": a.id, **values})
+    index.assign(a.id, values)
     for name, value in values.items():  # the loaded object agrees with its row, and is not dirty
         set_committed_value(a, name, value)
     same.add(a)
@@ -1133,20 +1192,6 @@ def _assign_one(
         similarity=d.similarity,
         reason=d.reason,
     )
-
-
-_STORY_INSERT = (
-    Story.__table__.insert()
-    .values({c: bindparam(c) for c in ("title", "first_seen_at", "first_published_at", "updated_at", "lead_article_id")})
-    .returning(Story.__table__.c.id)
-)
-_ARTICLE_ASSIGN = (
-    Article.__table__.update()
-    .where(Article.__table__.c.id == bindparam("b_id"))
-    .values({c: bindparam(c) for c in (
-        "story_id", "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at", "content_hash", "word_count",
-    )})
-)  # fmt: skip
 
 
 def refresh_stories(session: Session, story_ids: Iterable[int]) -> None:

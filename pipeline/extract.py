@@ -52,7 +52,6 @@ from pipeline.store import (
     lock,
     utcnow,
 )
-from pipeline.text import content_hash
 from pipeline.types import DateSource, ExtractedArticle, ExtractionStatus, ExtractReport
 from pipeline.urls import InvalidURL, canonical_url, site_of
 
@@ -1217,7 +1216,8 @@ def _article_row(o: _Outcome, key: str) -> dict[str, Any]:
         "fetched_at": o.fetched_at,
         "extraction_status": art.status.value,
         "extraction_error": art.error,
-        "content_hash": content_hash(art.text),
+        # content_hash is dedupe's to set: it computes the word stream anyway (here it cost
+        # 0.8 ms an article on the process that feeds the extraction workers).
         "word_count": word_count(art.text),
     }
 

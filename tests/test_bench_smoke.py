@@ -100,7 +100,7 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
         assert e["articles"] == res["workload"]["articles"]
         assert e["second_pass"]["feeds_not_modified"] == res["workload"]["feeds"]
         assert e["stages"]["extract"]["pages_per_second"] > 0 and "ratio_to_bare_extraction" in e
-        assert len(e["rounds"]) == res["profile"]["repeat"] and e["bare_pages_per_second"] > 0
+        assert len(e["rounds"]) == res["profile"]["e2e_rounds"] and e["bare_pages_per_second"] > 0
         runs = [r for r in res["scaling"]["runs"] if r["backend"] == backend]
         assert [r["articles"] for r in runs] == [400, 800]
         for r in runs:

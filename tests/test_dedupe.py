@@ -54,6 +54,22 @@ def test_content_hash_ignores_case_punctuation_and_spacing():
     assert a != T.content_hash("the US said talks will not resume")
 
 
+def test_minhash_matches_datasketch_bit_for_bit():
+    # The stored band hashes come from these values: a drift would split every story
+    # across the articles clustered before and after it.
+    import numpy as np
+    from datasketch import MinHash
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 5, 300, 4000):
+        values = [int(v) for v in rng.integers(0, 2**32, n, dtype=np.uint64)] + [0, 2**32 - 1]
+        ref = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+        ref.update_batch(values)
+        assert np.array_equal(dedupe.minhash(values, 128), np.asarray(ref.hashvalues, dtype=np.uint32))
+    shingles = T.shingles(T.words("the minister said the talks in Islamabad would resume next week"), 5)
+    assert len(dedupe.band_hashes(shingles, 128, 32)) == 32
+    assert dedupe.band_hashes(shingles, 128, 32) == dedupe.band_hashes(set(shingles), 128, 32)
+
 def test_quotations_pair_quotes_and_run_to_paragraph_end():
     text = '“We are not a party to these talks,” she said. "And we never were\nNext paragraph.'
     quotes = [" ".join(q) for q in T.quotations(text)]
@@ -279,6 +295,8 @@ def test_store_assigns_copies_stories_and_traps(store: Store, settings: Settings
         assert story.first_published_at == T0  # the earliest member, not the first assigned
         assert story.lead_article_id in (ledger, wire)
         assert sorted(report.story_ids) == sorted({a.story_id for a in art.values()})
+        # The text fingerprint is dedupe's to set (an extracted article is stored without one).
+        assert all(a.content_hash == T.content_hash(a.text) for a in art.values())
         # Keys and bands are stored for later lookups.
         assert (
             s.scalar(select(func.count()).select_from(MinhashBand).where(MinhashBand.article_id == wire))

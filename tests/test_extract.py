@@ -29,7 +29,6 @@ from pipeline.extract import (
     word_count,
 )
 from pipeline.store import Article, ArticleUrl, Entry, Feed, Store, utcnow
-from pipeline.text import content_hash
 from pipeline.types import DateSource, ExtractionStatus
 
 PAGES = FIXTURES / "pages"
@@ -474,7 +473,7 @@ def test_extract_pending_end_to_end(store: Store, settings: Settings, http_serve
     assert (ok.published_at, ok.published_source) == (published, "feed")
     assert ok.summary == "Officials from the two countries met in Islamabad to discuss counterterrorism cooperation."
     assert ok.text.startswith("ISLAMABAD:") and "Advertisement" not in ok.text
-    assert ok.content_hash == content_hash(ok.text) and ok.word_count == word_count(ok.text) > 200
+    assert ok.content_hash == "" and ok.word_count == word_count(ok.text) > 200  # dedupe fingerprints it
     assert ok.story_id is None and ok.fetched_at <= utcnow()
 
     eng = arts[f"https://127.0.0.1:{http_server.port}/defence/engine"]
