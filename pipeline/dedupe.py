@@ -734,7 +734,7 @@ _PG_INDEX = (
 # assignment: written per article, so plain driver-level SQL like the lookups.
 _STORY_SQL = (
     "INSERT INTO stories (title, first_seen_at, first_published_at, updated_at, lead_article_id, article_count, "
-    "outlet_count, score, relevant, dyads, topics) VALUES ({}, {}, {}, {}, {}, 0, 0, 0.0, {false}, '[]', '[]')"
+    "outlet_count, score, relevant, dyads, topics) VALUES (?, ?, ?, ?, ?, 0, 0, 0.0, false, '[]', '[]') RETURNING id"
 )
 _ASSIGN_COLUMNS = (
     "story_id", "duplicate_of_id", "dedupe_reason", "similarity", "clustered_at", "content_hash", "word_count",
@@ -743,6 +743,13 @@ _ASSIGN_SQL = (
     "UPDATE articles SET story_id = ?, duplicate_of_id = ?, dedupe_reason = ?, similarity = ?, clustered_at = ?, "
     "content_hash = ?, word_count = ? WHERE id = ?"
 )
+
+
+def _numbered(sql: str) -> str:
+    """``sql`` with its ``?`` placeholders as PostgreSQL's ``$1, $2, …`` (for PREPARE)."""
+    return sql.replace("?", "$%d") % tuple(range(1, sql.count("?") + 1))
+
+
 _PG_STATEMENTS = {
     "newsmon_dedupe_lookup": ("text, smallint[], bigint[], bigint[], integer", _PG_LOOKUP.format(window="")),
     "newsmon_dedupe_lookup_window": (
@@ -753,13 +760,9 @@ _PG_STATEMENTS = {
     "newsmon_dedupe_index": (
         "smallint[], bigint[], integer[], bigint[], smallint[], timestamptz[], integer[], integer[]", _PG_INDEX
     ),
-    "newsmon_dedupe_story": (
-        "text, timestamptz, timestamptz, timestamptz, integer",
-        _STORY_SQL.format("$1", "$2", "$3", "$4", "$5", false="false") + " RETURNING id",
-    ),
+    "newsmon_dedupe_story": ("text, timestamptz, timestamptz, timestamptz, integer", _numbered(_STORY_SQL)),
     "newsmon_dedupe_assign": (
-        "integer, integer, text, double precision, timestamptz, text, integer, integer",
-        _ASSIGN_SQL.replace("?", "$%d") % tuple(range(1, len(_ASSIGN_COLUMNS) + 2)),
+        "integer, integer, text, double precision, timestamptz, text, integer, integer", _numbered(_ASSIGN_SQL)
     ),
 }
 
@@ -907,24 +910,19 @@ class _StoreIndex:
 
     def new_story(self, title: str, at: datetime, now: datetime, lead: int) -> int:
         """Open a story for the article ``lead`` published ``at``; its id."""
-        if not self.sqlite:
-            return self._execute("newsmon_dedupe_story", [title, now, at, now, lead])[0][0]
-        cur = self.s.connection().connection.cursor()
-        try:
-            cur.execute(_STORY_SQL.format(*"?????", false="0"), [title, self._dt(now), self._dt(at), self._dt(now), lead])
-            return cur.lastrowid
-        finally:
-            cur.close()
+        params = [title, self._dt(now), self._dt(at), self._dt(now), lead]
+        rows = self._sql(_STORY_SQL, params) if self.sqlite else self._execute("newsmon_dedupe_story", params)
+        return rows[0][0]
 
     def assign(self, article_id: int, values: dict) -> None:
         """Write an article's decision, the columns of :data:`_ASSIGN_COLUMNS` (the next
         articles' lookups read it)."""
-        params = [values[c] for c in _ASSIGN_COLUMNS] + [article_id]
-        if not self.sqlite:
+        params = [self._dt(values[c]) if c == "clustered_at" else values[c] for c in _ASSIGN_COLUMNS]
+        params.append(article_id)
+        if self.sqlite:
+            self._sql(_ASSIGN_SQL, params)
+        else:
             self._execute("newsmon_dedupe_assign", params)
-            return
-        params[_ASSIGN_COLUMNS.index("clustered_at")] = self._dt(values["clustered_at"])
-        self._sql(_ASSIGN_SQL, params)
 
     def story_of(self, ref):
         return self._story.get(ref)
