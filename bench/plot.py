@@ -131,7 +131,10 @@ def table(res: dict) -> str:
     sc = res.get("scaling", {})
     for backend, r in sc.get("ratios", {}).items():
         span = f"{_size(r['from'])} → {_size(r['to'])}"
-        out.append(f"| dedupe per article, {span} ({backend}) | {_f(r['dedupe'], 2)}× | ≤ 1.5× |")
+        paired = r.get("dedupe_rounds", [])
+        spread = (f" (best round of each size; round by round, the sizes side by side: "
+                  f"{', '.join(f'{x:.2f}' for x in paired)})" if len(paired) > 1 else "")
+        out.append(f"| dedupe per article, {span} ({backend}) | {_f(r['dedupe'], 2)}×{spread} | ≤ 1.5× |")
         if "dedupe_with_guid_index" in r:
             out.append(f"| dedupe per article with the proposed `articles.guid` index, {span} ({backend}) | "
                        f"{_f(r['dedupe_with_guid_index'], 2)}× | ≤ 1.5× |")

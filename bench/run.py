@@ -56,13 +56,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "feeds": 24, "entries_per_feed": 25, "sizes": [10_000, 100_000, 1_000_000],
         "backends": ["sqlite", "postgresql"], "e2e_backends": ["sqlite", "postgresql"],
         "probes": 200, "writes": 200, "repeat": 3, "digest_articles": 100_000, "digest_stories": 1000,
-        "check_repeat": 3, "e2e_rounds": 5,
+        "check_repeat": 3, "e2e_rounds": 5, "scaling_rounds": 5,
     },
     "quick": {
         "feeds": 4, "entries_per_feed": 6, "sizes": [2_000, 6_000],
         "backends": ["sqlite"], "e2e_backends": ["sqlite"],
         "probes": 12, "writes": 12, "repeat": 1, "digest_articles": 2_000, "digest_stories": 40,
-        "check_repeat": 1, "e2e_rounds": 1,
+        "check_repeat": 1, "e2e_rounds": 1, "scaling_rounds": 2,
     },
 }
 # Targets stated in the brief for this suite.
@@ -817,33 +817,47 @@ def section_scaling(ctx: Ctx) -> None:
         if backend == "postgresql" and stores.pg_available():
             out.setdefault("skipped", {})[backend] = stores.pg_available()
             continue
-        for n in p["sizes"]:
-            settings = ctx.settings()
-            log(f"scaling {backend} {n:,}: store")
-            with Clock() as bc:
-                m = stores.get_store(backend, n, vocab, bands=settings.dedupe.lsh_bands, classifier_version=version,
-                                     cache=ctx.cache, log=log)
-            store = Store(m.url)
-            settings = ctx.settings(database_url=m.url)
-            try:
+        # Every size's store is opened first and the rounds then alternate between them: round i
+        # of each size runs within the same minute, so outside load or a database checkpoint
+        # lands on all sizes alike instead of on one size's whole measurement (the sizes are
+        # compared with each other; measured minutes apart, they were also compared across
+        # whatever the machine was doing meanwhile).
+        opened: list[tuple[Any, Any, Any, dict[str, Any]]] = []  # (manifest, store, settings, run)
+        try:
+            for n in p["sizes"]:
+                log(f"scaling {backend} {n:,}: store")
+                with Clock() as bc:
+                    m = stores.get_store(backend, n, vocab, bands=ctx.settings().dedupe.lsh_bands,
+                                         classifier_version=version, cache=ctx.cache, log=log)
+                store = Store(m.url)
+                opened.append((m, store, ctx.settings(database_url=m.url), {
+                    "backend": backend, "articles": n, "build_seconds": m.build_seconds,
+                    "obtained_seconds": round(bc.wall, 1), "cached": bc.wall < m.build_seconds * 0.5,
+                    "store_mb": round(m.bytes / 2**20), "rows": m.rows}))
                 stores.reset(store, m, version)
-                warmed = _warm_os_cache(store)
-                r: dict[str, Any] = {"backend": backend, "articles": n, "build_seconds": m.build_seconds,
-                                     "os_cache_warm_seconds": warmed,
-                                     "obtained_seconds": round(bc.wall, 1), "cached": bc.wall < m.build_seconds * 0.5,
-                                     "store_mb": round(m.bytes / 2**20), "rows": m.rows}
-                log(f"scaling {backend} {n:,}: dedupe")
-                # Best of `repeat` rounds, each from the same state (probes removed, features
-                # cache emptied): a round that meets a database checkpoint or another process's
-                # burst measures those, not dedupe. Every round's figure is kept.
-                rounds = []
-                for i in range(p["repeat"]):
-                    if i:
+            # Warmed after all are obtained: building one store would evict what was warmed before.
+            for m, store, _, r in opened:
+                r["os_cache_warm_seconds"] = _warm_os_cache(store)
+
+            def rounds(measure) -> list[list[dict]]:
+                # Best of `scaling_rounds` rounds per size, each from the same state (probes removed,
+                # features cache emptied): the best is the one no checkpoint or burst of another
+                # process disturbed. Every round's figure is kept.
+                per: list[list[dict]] = [[] for _ in opened]
+                for _ in range(p["scaling_rounds"]):
+                    for j, (m, store, settings, _) in enumerate(opened):
                         stores.reset(store, m)
-                    _clear_feature_cache()
-                    rounds.append(_measure_dedupe(store, settings, ctx.wl, m.anchor_at, p["probes"]))
-                r["dedupe"] = min(rounds, key=lambda x: x["ms_per_article"])
-                r["dedupe"]["rounds_ms_per_article"] = [x["ms_per_article"] for x in rounds]
+                        _clear_feature_cache()
+                        per[j].append(measure(m, store, settings))
+                return per
+
+            log(f"scaling {backend}: dedupe, {p['scaling_rounds']} rounds alternating between the sizes")
+            for (_, _, _, r), rs in zip(opened, rounds(
+                    lambda m, store, settings: _measure_dedupe(store, settings, ctx.wl, m.anchor_at, p["probes"]))):
+                r["dedupe"] = min(rs, key=lambda x: x["ms_per_article"])
+                r["dedupe"]["rounds_ms_per_article"] = [x["ms_per_article"] for x in rs]
+            for m, store, settings, r in opened:
+                stores.reset(store, m)
                 chk = _measure_check(store, settings, ctx.wl, m.anchor_at, min(p["probes"], 100), p["check_repeat"])
                 if chk is not None:
                     r["dedupe_check"] = chk
@@ -851,24 +865,23 @@ def section_scaling(ctx: Ctx) -> None:
                 what_if = _measure_dedupe_with_guid_index(store, settings, ctx.wl, m, p["probes"])
                 if what_if is not None:
                     r["dedupe_with_guid_index"] = what_if
-                log(f"scaling {backend} {n:,}: store writes")
-                # Best of `repeat` rounds as for dedupe, each from the same state: one round of
-                # a few hundred writes is a fraction of a second, at the mercy of one stall.
-                writes, classified = [], []
-                for i in range(p["repeat"]):
-                    stores.reset(store, m)
-                    writes.append(_measure_write(store, settings, ctx.wl, m.anchor_at, p["writes"]))
-                    classified.append(_measure_classify_stage(store, settings))
+            log(f"scaling {backend}: store writes and classification, {p['scaling_rounds']} rounds alternating")
+            for (_, _, _, r), rs in zip(opened, rounds(
+                    lambda m, store, settings: (_measure_write(store, settings, ctx.wl, m.anchor_at, p["writes"]),
+                                                _measure_classify_stage(store, settings)))):
+                writes, classified = [w for w, _ in rs], [c for _, c in rs]
                 r["store_write"] = min(writes, key=lambda x: x["ms_per_article"])
                 r["store_write"]["rounds_ms_per_article"] = [x["ms_per_article"] for x in writes]
                 r["classify_stage"] = min(classified, key=lambda x: x["ms_per_article"])
                 r["classify_stage"]["rounds_ms_per_article"] = [x["ms_per_article"] for x in classified]
+            for m, store, settings, r in opened:
                 r["digest"] = _measure_digest(store, settings, m.anchor_at)
-                log(f"scaling {backend} {n:,}: dedupe {r['dedupe']['ms_per_article']} ms/article, "
+                log(f"scaling {backend} {r['articles']:,}: dedupe {r['dedupe']['ms_per_article']} ms/article, "
                     f"write {r['store_write']['ms_per_article']} ms/article, "
                     f"classify stage {r['classify_stage']['ms_per_article']} ms/article")
                 out["runs"].append(r)
-            finally:
+        finally:
+            for m, store, _, _ in opened:
                 with contextlib.suppress(Exception):
                     stores.reset(store, m)
                 store.dispose()
@@ -883,6 +896,9 @@ def section_scaling(ctx: Ctx) -> None:
             rr = {
                 "from": a["articles"], "to": b["articles"],
                 "dedupe": round(b["dedupe"]["ms_per_article"] / a["dedupe"]["ms_per_article"], 2),
+                # Round by round (round i of both sizes ran side by side): how much the ratio moves.
+                "dedupe_rounds": [round(y / x, 2) for x, y in zip(a["dedupe"]["rounds_ms_per_article"],
+                                                                   b["dedupe"]["rounds_ms_per_article"])],
                 "store_write": round(b["store_write"]["ms_per_article"] / a["store_write"]["ms_per_article"], 2),
                 "classify_stage": round(b["classify_stage"]["ms_per_article"] / max(1e-9, a["classify_stage"]["ms_per_article"]), 2),
                 "digest": round(b["digest"]["build_seconds"] / max(1e-9, a["digest"]["build_seconds"]), 2),

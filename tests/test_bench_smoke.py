@@ -107,8 +107,10 @@ def test_bench_run_smoke(tmp_path: Path) -> None:
             assert r["rows"]["minhash_bands"] == 32 * r["articles"]
             assert r["rows"]["story_keys"] >= 20 * r["articles"]
             assert r["dedupe"]["articles"] == res["profile"]["probes"]
+            assert len(r["dedupe"]["rounds_ms_per_article"]) == res["profile"]["scaling_rounds"]
             assert r["store_write"]["articles"] == res["profile"]["writes"]
         assert set(res["scaling"]["ratios"][backend]) >= {"dedupe", "store_write"}
+        assert len(res["scaling"]["ratios"][backend]["dedupe_rounds"]) == res["profile"]["scaling_rounds"]
     assert res["parallel"]["speedup"] > 0
     assert res["baselines"]["trafilatura"]["pages"] == res["workload"]["articles"]
     # Throwaway stores are gone: no files left, no databases left.
