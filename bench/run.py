@@ -16,7 +16,7 @@ Sections (``--only`` picks some):
 * ``scaling``   — per-article dedupe (the real ``assign_pending``; and the write-free check of
   ``bench.dedupe_scaling``), store write (the extraction stage's write path), classification
   stage and digest build on stores of 10k, 100k and 1M background articles
-  (:mod:`bench.stores`), SQLite and PostgreSQL;
+  (:mod:`bench.stores`), SQLite and PostgreSQL, in rounds that alternate between the sizes;
 * ``digest``    — ``bench.digest_build`` (digest of a 100k-article store with 1,000 stories).
 
 Outputs: ``bench/results/bench.json`` (everything), ``bench/results/table.md`` (the README
